@@ -1,0 +1,89 @@
+"""Argument validation shared by the public functions.
+
+Two tiers (DESIGN.md section 4): structural problems (ranks, shapes, static integers) raise
+``ValueError`` at trace time; value problems are checked here only when the value is concrete
+(a NumPy array or a Python number, not a tracer), so the same function stays jittable.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds values known on the host (not a tracer inside a transformation)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _show(value) -> str:
+    if isinstance(value, (np.ndarray, jax.Array)) and is_concrete(value) and np.size(value) > 8:
+        return f"array of shape {np.shape(value)}"
+    return repr(value) if not isinstance(value, jax.Array) else repr(np.asarray(value).tolist())
+
+
+def static_int(name: str, value, *, minimum: int = 1, allow_inf: bool = False):
+    """Checks a static integer argument (a shape-setting value such as ``k``) and returns it.
+
+    With ``allow_inf`` the value may also be ``math.inf`` (``jnp.inf``), returned as a float.
+    """
+    if allow_inf and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if math.isinf(value) and value > 0:
+            return math.inf
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        allowed = f"an integer >= {minimum}" + (" or jnp.inf" if allow_inf else "")
+        raise ValueError(f"`{name}` must be {allowed} (a static Python value); got {value!r}.")
+    if value < minimum:
+        allowed = f">= {minimum}" + (" or jnp.inf" if allow_inf else "")
+        raise ValueError(f"`{name}` must be {allowed}; got {value!r}.")
+    return int(value)
+
+
+def scalar(name: str, value, *, minimum: float | None = None, maximum: float | None = None):
+    """Checks a scalar hyperparameter that may be traced; its range is checked when concrete."""
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"`{name}` must be a scalar; got shape {jnp.shape(value)}.")
+    if is_concrete(value):
+        v = float(np.asarray(value))
+        if math.isnan(v) or (minimum is not None and v < minimum) or (
+                maximum is not None and v > maximum):
+            if minimum is not None and maximum is not None:
+                allowed = f"in [{minimum:g}, {maximum:g}]"
+            elif minimum is not None:
+                allowed = f">= {minimum:g} (inf allowed)"
+            else:
+                allowed = f"<= {maximum:g}"
+            raise ValueError(f"`{name}` must be {allowed}; got {v!r}.")
+    return value
+
+
+def probability_vector(name: str, p, *, atol: float | None = None):
+    """Checks a 1-D probability vector: rank 1, non-empty; when concrete, entries >= 0, sum 1."""
+    if jnp.ndim(p) != 1:
+        raise ValueError(f"`{name}` must be a 1-D probability vector; got shape {jnp.shape(p)}.")
+    if jnp.shape(p)[0] == 0:
+        raise ValueError(f"`{name}` must have at least one entry; got an empty array.")
+    if is_concrete(p):
+        a = np.asarray(p, dtype=np.float64)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"`{name}` must be finite; got {_show(p)} with non-finite entries.")
+        if np.any(a < 0):
+            raise ValueError(
+                f"`{name}` must be non-negative; got minimum entry {float(a.min()):.6g}.")
+        tol = atol if atol is not None else 1e-4 * max(1.0, math.sqrt(a.size) / 10)
+        if abs(a.sum() - 1.0) > tol:
+            raise ValueError(f"`{name}` must sum to 1 (within {tol:g}); got sum {float(a.sum()):.8g}.")
+    return p
+
+
+def same_length(name_a: str, a, name_b: str, b):
+    """Checks that two arrays share their leading size."""
+    na, nb = jnp.shape(a)[:1], jnp.shape(b)[:1]
+    if na != nb:
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same leading size; got "
+            f"{jnp.shape(a)} and {jnp.shape(b)}.")

@@ -1,0 +1,149 @@
+r"""K-way Bradley–Terry (Luce) curation of generated samples.
+
+A curator shown ``k`` candidates :math:`x_1, \dots, x_k` with rewards :math:`r_1, \dots, r_k` keeps
+candidate :math:`j` with probability
+
+.. math::  P(j) = \operatorname{softmax}(\beta r)_j = \frac{e^{\beta r_j}}{\sum_{i=1}^k e^{\beta r_i}}.
+
+``k = 2`` is the Bradley–Terry model; ``k = 1`` or ``beta = 0`` keeps a uniformly random candidate
+(no curation); ``beta = +inf`` keeps the best candidate, ties broken uniformly at random.
+
+Sampling uses the Gumbel-max identity :math:`\arg\max_j (\beta r_j + G_j) \sim P` with
+:math:`G_j` iid standard Gumbel, computed on rewards shifted by the group maximum so that no
+``exp`` can overflow. Conventions: NaN rewards get probability 0 while a non-NaN candidate exists
+in the group; a group whose rewards are all NaN is chosen from uniformly (and its NaN reward is kept,
+so it remains visible).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from selfconsume import _checks
+from selfconsume.types import Array, ArrayLike, Curated, PRNGKey
+
+__all__ = ["curate", "choice_probabilities", "scaled_rewards"]
+
+
+def scaled_rewards(rewards: ArrayLike, beta: ArrayLike, reference: ArrayLike) -> Array:
+    r"""Computes :math:`\beta (r - r_{\rm ref})` with the conventions the package relies on.
+
+    A reward equal to ``reference`` maps to 0 (also for ``beta = inf`` or infinite rewards); with
+    ``beta = inf`` rewards below the reference map to ``-inf`` (and above it to ``+inf``); NaN
+    rewards, and ``0 * inf`` products, map to ``-inf``.
+
+    Args:
+        rewards: ``(...)`` rewards.
+        beta: scalar inverse temperature, ``>= 0``, possibly ``inf``, possibly traced.
+        reference: rewards broadcastable against ``rewards`` (usually their maximum).
+
+    Returns:
+        Array shaped like ``rewards``: the log-weights :math:`\log e^{\beta (r - r_{\rm ref})}`.
+    """
+    rewards = jnp.asarray(rewards)
+    z = jnp.where(rewards == reference, 0.0, beta * (rewards - reference))
+    return jnp.where(jnp.isnan(z), -jnp.inf, z).astype(rewards.dtype)
+
+
+def _float(x: ArrayLike) -> Array:
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def _group_logits(rewards: Array, beta: ArrayLike, num_candidates=None) -> Array:
+    """Log-weights over the last axis, shifted so that the best valid candidate has logit 0."""
+    slot = jax.lax.broadcasted_iota(jnp.int32, rewards.shape, rewards.ndim - 1)
+    allowed = jnp.ones(rewards.shape, bool) if num_candidates is None else slot < num_candidates
+    valid = ~jnp.isnan(rewards) & allowed
+    best = jnp.max(jnp.where(valid, rewards, -jnp.inf), axis=-1, keepdims=True)
+    logits = jnp.where(valid, scaled_rewards(rewards, beta, best), -jnp.inf)
+    # A group with no valid candidate (all NaN) is chosen from uniformly among its allowed slots.
+    none_valid = ~jnp.any(valid, axis=-1, keepdims=True)
+    return jnp.where(none_valid, jnp.where(allowed, 0.0, -jnp.inf), logits)
+
+
+def choice_probabilities(rewards: ArrayLike, *, beta: ArrayLike = 1.0) -> Array:
+    r"""Probability that each candidate is kept: :math:`\operatorname{softmax}(\beta r)` over the last axis.
+
+    Args:
+        rewards: ``(..., k)`` rewards of the candidates of each group.
+        beta: scalar inverse temperature ``>= 0`` (``jnp.inf`` = best-of-k, ties shared equally);
+            may be traced.
+
+    Returns:
+        ``(..., k)`` probabilities summing to 1 over the last axis.
+
+    Raises:
+        ValueError: if ``rewards`` is a scalar or ``beta`` is not a non-negative scalar.
+    """
+    rewards = _float(rewards)
+    if rewards.ndim == 0 or rewards.shape[-1] == 0:
+        raise ValueError(
+            f"`rewards` must have a non-empty last axis (the candidates); got shape {rewards.shape}.")
+    _checks.scalar("beta", beta, minimum=0.0)
+    return jax.nn.softmax(_group_logits(rewards, beta), axis=-1)
+
+
+def curate(
+    key: PRNGKey,
+    samples: ArrayLike,
+    rewards: ArrayLike,
+    *,
+    k: int,
+    beta: ArrayLike = 1.0,
+    num_candidates: ArrayLike | None = None,
+) -> Curated:
+    r"""Keeps one candidate out of each group of ``k`` with the K-way Bradley–Terry rule.
+
+    Group ``g`` is made of rows ``[g*k, (g+1)*k)`` of ``samples``; candidate ``j`` of the group is
+    kept with probability ``softmax(beta * rewards[g*k:(g+1)*k])[j]``.
+
+    Args:
+        key: a PRNG key (``jax.random.key``), consumed.
+        samples: ``(n*k, ...)`` iid candidates of any trailing shape and dtype (int32 state
+            indices, vectors, images).
+        rewards: ``(n*k,)`` their rewards.
+        k: static number of candidates per group, ``>= 1``. ``k = 1`` returns the candidates
+            unchanged (and does not use ``key``).
+        beta: scalar inverse temperature ``>= 0``, possibly traced so that a sweep over it does not
+            recompile; ``jnp.inf`` keeps the best candidate, ties broken uniformly at random.
+        num_candidates: optional scalar int (possibly traced) in ``[1, k]``: only the first
+            ``num_candidates`` candidates of each group compete; the rest are ignored. Lets a sweep
+            vary the effective K inside one compiled program.
+
+    Returns:
+        :class:`~selfconsume.Curated` with ``samples`` ``(n, ...)``, ``rewards`` ``(n,)`` and the
+        within-group ``index`` ``(n,)`` int32.
+
+    Raises:
+        ValueError: if ``k < 1``, ``rewards`` is not 1-D, its length is zero or not a multiple of
+            ``k``, ``samples`` and ``rewards`` have different leading sizes, or ``beta`` is not a
+            non-negative scalar.
+    """
+    k = _checks.static_int("k", k, minimum=1)
+    rewards = _float(rewards)
+    samples = jnp.asarray(samples)
+    if rewards.ndim != 1:
+        raise ValueError(f"`rewards` must be 1-D with shape (n*k,); got shape {rewards.shape}.")
+    if rewards.shape[0] == 0:
+        raise ValueError("`rewards` must not be empty; got shape (0,).")
+    if rewards.shape[0] % k:
+        raise ValueError(
+            f"the number of rewards must be a multiple of `k`={k}; got {rewards.shape[0]}.")
+    if samples.ndim == 0:
+        raise ValueError("`samples` must have a leading axis of size n*k; got a scalar.")
+    _checks.same_length("samples", samples, "rewards", rewards)
+    _checks.scalar("beta", beta, minimum=0.0)
+    if num_candidates is not None:
+        _checks.scalar("num_candidates", num_candidates, minimum=1, maximum=k)
+    n = rewards.shape[0] // k
+    if k == 1:
+        return Curated(samples=samples, rewards=rewards, index=jnp.zeros((n,), jnp.int32))
+    logits = _group_logits(rewards.reshape(n, k), beta, num_candidates)
+    gumbel = jax.random.gumbel(key, (n, k), dtype=rewards.dtype)
+    index = jnp.argmax(logits + gumbel, axis=-1).astype(jnp.int32)
+    rows = jnp.arange(n, dtype=jnp.int32) * k + index
+    return Curated(samples=samples[rows], rewards=rewards[rows], index=index)
