@@ -610,7 +610,8 @@ def check_theorems(
         tol = _default_tolerance(p0.dtype)
     slacks = _pure_curation_diagnostics(p0, rewards, beta, k=k, num_generations=num_generations,
                                         num_nodes=num_nodes)
-    slacks = {name: float(v) for name, v in slacks.items()}
+    order = ("normalization", "level_sets", "monotone_reward", "reward_gain_bound", "limit")
+    slacks = {name: float(slacks[name]) for name in order}
     a = float(real_fraction)
     if p_data is not None and a > 0:
         ps = trajectory(p0, rewards, num_generations=num_generations, k=k, beta=beta,
