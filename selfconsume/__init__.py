@@ -1,13 +1,21 @@
 """selfconsume: simulate generative models retrained on their own curated samples, in JAX.
 
-The public API (see the README):
+The public API (see the README and DESIGN.md section 3):
 
 * :func:`curate`, :func:`choice_probabilities`: K-way Bradley–Terry curation of samples.
 * :mod:`selfconsume.theory`: exact population dynamics on a finite support and theorem checks.
+* :mod:`selfconsume.models`: generative model families (``MODELS``) as pure functions.
+* :class:`LoopConfig`, :class:`Hyperparams`, :func:`retrain_step`, :func:`run`: the loop.
+* :func:`sweep`, :class:`SweepResult`: seeds x grids as one compiled, sharded program.
+* :mod:`selfconsume.metrics`, :mod:`selfconsume.data`, :mod:`selfconsume.rewards`.
 """
 
-from selfconsume import theory
+from selfconsume import data, metrics, models, rewards, theory
+from selfconsume import retrain
 from selfconsume.curation import choice_probabilities, curate
+from selfconsume.retrain import (Hyperparams, LoopConfig, RetrainInfo, RetrainState, retrain_step,
+                                 run)
+from selfconsume.sweep import SweepResult, sweep
 from selfconsume.theory import lambda_from_real_fraction, real_fraction_from_lambda
 from selfconsume.types import Curated, PRNGKey, PyTree
 
@@ -15,11 +23,24 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Curated",
+    "Hyperparams",
+    "LoopConfig",
     "PRNGKey",
     "PyTree",
+    "RetrainInfo",
+    "RetrainState",
+    "SweepResult",
     "choice_probabilities",
     "curate",
+    "data",
     "lambda_from_real_fraction",
+    "metrics",
+    "models",
     "real_fraction_from_lambda",
+    "retrain",
+    "retrain_step",
+    "rewards",
+    "run",
+    "sweep",
     "theory",
 ]

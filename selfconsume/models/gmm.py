@@ -1,0 +1,257 @@
+r"""Gaussian mixture with full covariances, fitted by weighted EM.
+
+Model: :math:`p(x) = \sum_{c=1}^C \pi_c \mathcal N(x \mid \mu_c, \Sigma_c)`. With normalised sample
+weights :math:`\tilde w_n`, one EM step maximises :math:`\sum_n \tilde w_n \log p(x_n)` as follows.
+
+*E-step* (log space):
+
+.. math::
+    \log \gamma_{nc} = \log \pi_c + \log \mathcal N(x_n \mid \mu_c, \Sigma_c)
+    - \operatorname{logsumexp}_{c'} \big(\log \pi_{c'} + \log \mathcal N(x_n \mid \mu_{c'},
+    \Sigma_{c'})\big),
+
+with the densities as dense products of the differences :math:`x_n - \mu_c` with the inverse
+Cholesky factors :math:`L_c^{-1}` (see :func:`selfconsume.models.gaussian.log_normal`).
+
+*M-step*, with :math:`r_{nc} = \tilde w_n \gamma_{nc}` and :math:`N_c = \sum_n r_{nc}`:
+
+.. math::
+    \pi_c = N_c,\quad \mu_c = \frac{1}{N_c}\sum_n r_{nc} x_n,\quad
+    \Sigma_c = \frac{1}{N_c}\sum_n r_{nc}(x_n - \mu_c)(x_n - \mu_c)^\top + \delta I,
+
+with the floor :math:`\delta = 100\,\epsilon\,\operatorname{tr}(\Sigma_{\rm data})/d +
+\sigma^2_{\min}` (:mod:`selfconsume.models.gaussian`). Each step does not decrease the weighted
+log-likelihood (up to the floor), except when a component is re-seeded.
+
+*Re-seeding.* A component whose mass :math:`N_c` falls below :math:`10\,\epsilon` would give
+:math:`0/0`; instead it is moved to the worst-explained point of positive weight (largest current
+negative log-likelihood :math:`-\log p(x_n)`; the ``j``-th empty component takes the ``j``-th
+worst point, so that several empty components get distinct points), with the pooled data
+covariance and weight :math:`1/C` (then :math:`\pi` is renormalised). The choice is
+deterministic (``lax.top_k``), so EM does not use its key.
+
+*Initialisation* (``init``): greedy k-means++ seeding on the weighted data, as scikit-learn: the
+first centre is drawn with probability :math:`\propto \tilde w_n`; each next centre is the best of
+:math:`2 + \lfloor \log C \rfloor` candidates drawn with probability :math:`\propto \tilde w_n
+D_n^2` (:math:`D_n` = distance to the nearest chosen centre), the one that most reduces the
+potential :math:`\sum_n \tilde w_n D_n^2`. Then every point is assigned to its nearest centre, one
+M-step gives the starting mixture, and EM runs. All weighted draws are inverse-CDF (cumulative sum
+and binary search), :math:`O(N + k \log N)` for ``k`` draws.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax import lax
+
+from selfconsume import _checks
+from selfconsume.models import (
+    GenerativeModel,
+    _check_min_variance,
+    _check_num_samples,
+    _check_param_shape,
+    _check_points,
+    _check_weights,
+    _covariance_floor,
+    _inverse_cdf,
+)
+from selfconsume.models.gaussian import add_floor, log_normal, weighted_moments
+from selfconsume.types import Array, ArrayLike, PRNGKey
+
+__all__ = ["GMMParams", "gmm", "kmeans_plusplus"]
+
+
+@struct.dataclass
+class GMMParams:
+    """Params of :func:`gmm`.
+
+    Attributes:
+        weights: ``(C,)`` mixture weights :math:`\\pi_c`, non-negative, summing to one.
+        means: ``(C, d)`` component means.
+        covs: ``(C, d, d)`` component covariances (floor included).
+    """
+
+    weights: Array
+    means: Array
+    covs: Array
+
+
+def _component_log_probs(params: GMMParams, x: Array) -> Array:
+    """``(n, C)`` joint log-probabilities ``log pi_c + log N(x_n | mu_c, Sigma_c)``."""
+    return jnp.log(params.weights)[None, :] + log_normal(x, params.means, params.covs)
+
+
+def _reseed_points(w: Array, badness: Array, dead: Array) -> Array:
+    """For each component, the index of the point it is re-seeded on if it is ``dead``.
+
+    The ``j``-th dead component gets the ``j``-th worst point (largest ``badness``) among those of
+    positive weight, or the worst one when there are fewer such points than dead components.
+
+    Args:
+        w: ``(N,)`` non-negative weights, not all zero.
+        badness: ``(N,)`` how badly each point is explained (e.g. its negative log-likelihood).
+        dead: ``(C,)`` bool.
+
+    Returns:
+        ``(C,)`` int32 point indices (meaningful where ``dead``).
+    """
+    k = min(dead.shape[0], w.shape[0])
+    score = jnp.where(w > 0, jnp.nan_to_num(badness, nan=jnp.inf), -jnp.inf)
+    _, worst = lax.top_k(score, k)  # distinct indices, worst first
+    rank = jnp.cumsum(dead) - 1  # rank of each dead component among the dead ones
+    index = worst[jnp.clip(rank, 0, k - 1)]
+    return jnp.where(w[index] > 0, index, worst[0]).astype(jnp.int32)
+
+
+def _m_step(x: Array, w: Array, resp: Array, badness: Array, pooled_cov: Array,
+            floor: Array) -> GMMParams:
+    """Weighted M-step from responsibilities ``resp`` ``(N, C)``, re-seeding empty components."""
+    dtype = x.dtype
+    c = resp.shape[1]
+    r = resp * w[:, None]  # (N, C)
+    mass = jnp.sum(r, axis=0)  # (C,)
+    dead = mass < 10 * jnp.finfo(dtype).eps
+    safe = jnp.where(dead, 1.0, mass)
+    means = (r.T @ x) / safe[:, None]
+    diff = x[:, None, :] - means[None, :, :]  # (N, C, d)
+    covs = jnp.einsum("ncd,nce->cde", diff * r[:, :, None], diff) / safe[:, None, None]
+    covs = 0.5 * (covs + jnp.swapaxes(covs, -1, -2))
+    # Re-seed empty components on the worst-explained points with the pooled covariance.
+    seeds = x[_reseed_points(w, badness, dead)]  # (C, d)
+    means = jnp.where(dead[:, None], seeds, means)
+    covs = jnp.where(dead[:, None, None], pooled_cov[None, :, :], covs)
+    weights = jnp.where(dead, 1.0 / c, mass)
+    return GMMParams(weights=weights / jnp.sum(weights), means=means, covs=add_floor(covs, floor))
+
+
+def _em(params: GMMParams, x: Array, w: Array, pooled_cov: Array, floor: Array,
+        num_steps: int) -> GMMParams:
+    """``num_steps`` weighted EM steps from ``params`` (a ``lax.fori_loop``)."""
+
+    def step(_, p):
+        joint = _component_log_probs(p, x)  # (N, C)
+        log_norm = jax.nn.logsumexp(joint, axis=1)
+        resp = jnp.exp(joint - log_norm[:, None])
+        return _m_step(x, w, resp, -log_norm, pooled_cov, floor)
+
+    return lax.fori_loop(0, num_steps, step, params)
+
+
+def _sq_dists(x: Array, centres: Array) -> Array:
+    """``(k, N)`` squared distances between ``centres`` ``(k, d)`` and ``x`` ``(N, d)``."""
+    diff = centres[:, None, :] - x[None, :, :]
+    return jnp.sum(diff * diff, axis=-1)
+
+
+def kmeans_plusplus(key: PRNGKey, x: Array, w: Array, num_centres: int) -> Array:
+    r"""Greedy k-means++ seeding on weighted points (scikit-learn's ``_kmeans_plusplus``).
+
+    Args:
+        key: a PRNG key, consumed.
+        x: ``(N, d)`` points.
+        w: ``(N,)`` non-negative weights, not all zero (zero-weight points are never chosen).
+        num_centres: static number of centres ``C``.
+
+    Returns:
+        ``(C, d)`` centres, each a data point of positive weight.
+    """
+    trials = 2 + int(math.log(num_centres))
+
+    def add_centre(carry, inputs):
+        centres, closest = carry
+        k, i = inputs
+        first = i == 0
+        # Centre 0: one draw by weight. Centre i > 0: `trials` draws by weight x D^2 (by weight
+        # alone if every weighted point already sits on a centre), keep the best.
+        masses = w * jnp.where(first, 1.0, closest)
+        masses = jnp.where(jnp.sum(masses) > 0, masses, w)
+        cand = x[_inverse_cdf(k, masses, (trials,))]  # (trials, d)
+        dists = jnp.minimum(closest[None, :], _sq_dists(x, cand))  # (trials, N)
+        best = jnp.where(first, 0, jnp.argmin(dists @ w))
+        return (centres.at[i].set(cand[best]), dists[best]), None
+
+    init = (jnp.zeros((num_centres, x.shape[1]), x.dtype), jnp.full(x.shape[:1], jnp.inf, x.dtype))
+    (centres, _), _ = lax.scan(add_centre, init,
+                               (jax.random.split(key, num_centres), jnp.arange(num_centres)))
+    return centres
+
+
+def gmm(num_components: int, dim: int, *, em_steps: int = 10, init_em_steps: int | None = None,
+        min_variance: float = 1e-6) -> GenerativeModel:
+    """The full-covariance Gaussian mixture family.
+
+    Args:
+        num_components: static number of components ``C >= 1``.
+        dim: static dimension ``d >= 1``.
+        em_steps: static number of EM steps run by ``fit`` (warm-started), ``>= 1``.
+        init_em_steps: static number of EM steps run by ``init`` after the k-means++ seeding,
+            ``>= 0``; defaults to ``em_steps``.
+        min_variance: absolute part of the covariance floor, ``>= 0``.
+
+    Returns:
+        A :class:`~selfconsume.models.GenerativeModel` named ``"gmm"`` with params
+        :class:`GMMParams`. Data are float ``(N, dim)``; samples ``(num_samples, dim)``.
+
+    Raises:
+        ValueError: if a static size is not an integer in its range or ``min_variance < 0``.
+    """
+    c = _checks.static_int("num_components", num_components, minimum=1)
+    d = _checks.static_int("dim", dim, minimum=1)
+    steps = _checks.static_int("em_steps", em_steps, minimum=1)
+    init_steps = steps if init_em_steps is None else _checks.static_int(
+        "init_em_steps", init_em_steps, minimum=0)
+    min_var = _check_min_variance(min_variance)
+
+    def _check_params(params: GMMParams):
+        _check_param_shape("weights", params.weights, (c,))
+        _check_param_shape("means", params.means, (c, d))
+        _check_param_shape("covs", params.covs, (c, d, d))
+
+    def _prepare(data, weights):
+        x = _check_points("data", data, d)
+        w = _check_weights(weights, x.shape[0], x.dtype)
+        _, cov = weighted_moments(x, w)  # pooled covariance for re-seeding (floor added later)
+        return x, w, cov, _covariance_floor(jnp.trace(cov) / d, min_var, x.dtype)
+
+    def init(key: PRNGKey, data: ArrayLike, weights: ArrayLike | None = None) -> GMMParams:
+        """Greedy k-means++ seeding, nearest-centre M-step, then ``init_em_steps`` EM steps."""
+        x, w, pooled, floor = _prepare(data, weights)
+        centres = kmeans_plusplus(key, x, w, c)
+        dists = _sq_dists(x, centres)  # (C, N)
+        resp = jax.nn.one_hot(jnp.argmin(dists, axis=0), c, dtype=x.dtype)  # (N, C)
+        params = _m_step(x, w, resp, jnp.min(dists, axis=0), pooled, floor)
+        return _em(params, x, w, pooled, floor, init_steps) if init_steps else params
+
+    def fit(key: PRNGKey, params: GMMParams, data: ArrayLike,
+            weights: ArrayLike | None = None) -> GMMParams:
+        """``em_steps`` weighted EM steps on ``data`` ``(N, dim)``, warm-started at ``params``.
+
+        EM is deterministic: ``key`` is not used.
+        """
+        del key
+        _check_params(params)
+        x, w, pooled, floor = _prepare(data, weights)
+        params = jax.tree.map(lambda a: jnp.asarray(a, x.dtype), params)
+        return _em(params, x, w, pooled, floor, steps)
+
+    def sample(key: PRNGKey, params: GMMParams, num_samples: int) -> Array:
+        """Draws ``(num_samples, dim)`` iid points: a component (inverse CDF), then its Gaussian."""
+        n = _check_num_samples(num_samples)
+        _check_params(params)
+        key_c, key_z = jax.random.split(key)
+        comp = _inverse_cdf(key_c, params.weights, (n,))
+        chol = jnp.linalg.cholesky(params.covs)  # (C, d, d)
+        z = jax.random.normal(key_z, (n, d), dtype=params.means.dtype)
+        return params.means[comp] + jnp.einsum("nde,ne->nd", chol[comp], z)
+
+    def log_prob(params: GMMParams, x: ArrayLike) -> Array:
+        """Mixture log-density at ``x`` ``(n, dim)`` (logsumexp over components); ``(n,)``."""
+        _check_params(params)
+        x = _check_points("x", x, d, finite=False)
+        return jax.nn.logsumexp(_component_log_probs(params, x), axis=1)
+
+    return GenerativeModel(name="gmm", init=init, fit=fit, sample=sample, log_prob=log_prob)

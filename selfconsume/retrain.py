@@ -1,0 +1,372 @@
+r"""The iterated retraining loop on curated samples.
+
+One generation, from model :math:`p_t` (params :math:`\theta_t`):
+
+1. draw ``num_samples * k`` candidates :math:`x \sim p_t` and their rewards :math:`r(x)`;
+2. curate: keep one candidate per group of ``k`` with probability
+   :math:`\operatorname{softmax}(\beta r)` (:func:`selfconsume.curate`), giving ``num_samples`` kept
+   samples :math:`\tilde x_1..\tilde x_n`;
+3. refit by weighted maximum likelihood. Regime ``replace`` (the paper's loop):
+
+   .. math:: \theta_{t+1} = \arg\max_\theta\; \frac{a}{\sum_j v_j} \sum_j v_j \log p_\theta(y_j)
+             + \frac{1-a}{n} \sum_i \log p_\theta(\tilde x_i),
+
+   with real data :math:`y_j` (optional weights :math:`v_j`) and ``real_fraction`` :math:`a`; for a
+   fully expressive model this is :math:`p_{t+1} = a\, p_{\rm data} + (1-a)\, \hat p^{\rm kept}_t`,
+   the sample version of :func:`selfconsume.theory.retrain_map`. Regime ``accumulate``
+   (Gerstgrasser et al., 2024): fit on the real data plus the kept samples of every generation so
+   far, each sample weighted equally (``real_fraction`` is unused).
+
+:func:`run` iterates it with ``lax.scan`` (keys as ``xs``) and records metrics of every
+generation :math:`t = 0..T`, where generation ``t`` describes :math:`p_t` and the curation of its
+candidates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax import lax
+
+from selfconsume import _checks
+from selfconsume import metrics as metrics_lib
+from selfconsume.curation import curate
+from selfconsume.models import GenerativeModel
+from selfconsume.types import Array, ArrayLike, Curated, PRNGKey, PyTree
+
+__all__ = ["LoopConfig", "Hyperparams", "RetrainState", "RetrainInfo", "init_state",
+           "retrain_step", "run", "default_metrics", "REGIMES"]
+
+REGIMES = ("replace", "accumulate")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """Static settings of the loop (hashable: a valid static argument of ``jax.jit``).
+
+    Attributes:
+        num_generations: number of retraining generations T >= 1.
+        num_samples: kept samples per generation n >= 1 (``n * k`` candidates are drawn).
+        k: candidates per curated group, >= 1 (1 = no curation).
+        regime: ``"replace"`` or ``"accumulate"``.
+    """
+
+    num_generations: int
+    num_samples: int
+    k: int = 1
+    regime: str = "replace"
+
+    def __post_init__(self):
+        _checks.static_int("num_generations", self.num_generations, minimum=1)
+        _checks.static_int("num_samples", self.num_samples, minimum=1)
+        _checks.static_int("k", self.k, minimum=1)
+        if self.regime not in REGIMES:
+            raise ValueError(f"`regime` must be one of {REGIMES}; got {self.regime!r}.")
+
+
+@struct.dataclass
+class Hyperparams:
+    """Swept values: array leaves, so ``vmap`` batches them without recompiling.
+
+    Attributes:
+        beta: curator inverse temperature ``>= 0`` (``jnp.inf`` = best-of-k).
+        real_fraction: fraction ``a`` in ``[0, 1]`` of real data in each ``replace`` refit.
+        num_candidates: effective number of candidates in ``[1, LoopConfig.k]`` (an int, possibly
+            traced); ``None`` means ``k``. The unused candidates are drawn and ignored, so K can be
+            swept inside one compiled program.
+    """
+
+    beta: ArrayLike = 1.0
+    real_fraction: ArrayLike = 0.0
+    num_candidates: ArrayLike | None = None
+
+
+@struct.dataclass
+class RetrainState:
+    """Carried from one generation to the next.
+
+    Attributes:
+        params: the model's params pytree.
+        generation: int32 scalar, the number of refits done so far.
+        pool: ``(T * n, ...)`` kept samples of past generations (``accumulate``), else ``None``.
+        pool_weights: ``(T * n,)`` 1 for filled rows of ``pool``, 0 otherwise, or ``None``.
+    """
+
+    params: PyTree
+    generation: Array
+    pool: Array | None = None
+    pool_weights: Array | None = None
+
+
+@struct.dataclass
+class RetrainInfo:
+    """Per-generation diagnostics (not carried).
+
+    Attributes:
+        candidate_rewards: ``(n * k,)`` rewards of the fresh candidates drawn from the model.
+        kept: the curated samples (:class:`~selfconsume.Curated`, ``n`` rows).
+        fit_is_finite: bool scalar, whether every leaf of the refitted params is finite.
+    """
+
+    candidate_rewards: Array
+    kept: Curated
+    fit_is_finite: Array
+
+
+def _all_finite(tree: PyTree) -> Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _check_hyper(hyper: Hyperparams, config: LoopConfig) -> None:
+    if not isinstance(hyper, Hyperparams):
+        raise ValueError(f"`hyper` must be a selfconsume.Hyperparams; got {type(hyper).__name__}.")
+    _checks.scalar("beta", hyper.beta, minimum=0.0)
+    _checks.scalar("real_fraction", hyper.real_fraction, minimum=0.0, maximum=1.0)
+    if hyper.num_candidates is not None:
+        _checks.scalar("num_candidates", hyper.num_candidates, minimum=1, maximum=config.k)
+
+
+def _sample_spec(model: GenerativeModel, params, config: LoopConfig):
+    return jax.eval_shape(lambda key, p: model.sample(key, p, config.num_samples),
+                          jax.random.key(0), params)
+
+
+def _check_real(real_data, real_weights, spec, config: LoopConfig):
+    """Checks the real data against the model's sample shape; returns (data, normalised weights)."""
+    if real_data is None:
+        if real_weights is not None:
+            raise ValueError("`real_weights` was given without `real_data`.")
+        return None, None
+    real_data = jnp.asarray(real_data)
+    if real_data.ndim != len(spec.shape) or real_data.shape[1:] != spec.shape[1:] or (
+            real_data.shape[0] == 0):
+        raise ValueError(
+            f"`real_data` must have shape (N, {', '.join(map(str, spec.shape[1:]))}) with N >= 1 "
+            f"like the model's samples; got shape {real_data.shape}."
+            if len(spec.shape) > 1 else
+            f"`real_data` must have shape (N,) with N >= 1 like the model's samples; got shape "
+            f"{real_data.shape}.")
+    n_real = real_data.shape[0]
+    if real_weights is None:
+        weights = jnp.full((n_real,), 1.0 / n_real)
+    else:
+        weights = jnp.asarray(real_weights, jnp.result_type(float))
+        if weights.shape != (n_real,):
+            raise ValueError(f"`real_weights` must have shape ({n_real},); got {weights.shape}.")
+        if _checks.is_concrete(weights) and not float(jnp.sum(weights)) > 0:
+            raise ValueError("`real_weights` must not all be zero; got an all-zero array.")
+        weights = weights / jnp.sum(weights)
+    return real_data.astype(spec.dtype), weights
+
+
+def init_state(params0: PyTree, *, model: GenerativeModel, config: LoopConfig) -> RetrainState:
+    """The loop's initial state: ``params0`` at generation 0 (with an empty pool for
+    ``accumulate``)."""
+    if config.regime == "accumulate":
+        spec = _sample_spec(model, params0, config)
+        rows = config.num_generations * config.num_samples
+        pool = jnp.zeros((rows,) + spec.shape[1:], spec.dtype)
+        return RetrainState(params=params0, generation=jnp.zeros((), jnp.int32), pool=pool,
+                            pool_weights=jnp.zeros((rows,), jnp.result_type(float)))
+    return RetrainState(params=params0, generation=jnp.zeros((), jnp.int32))
+
+
+def _draw_and_curate(key, params, hyper, *, model, reward_fn, config):
+    key_sample, key_curate = jax.random.split(key)
+    n = config.num_samples * config.k
+    candidates = model.sample(key_sample, params, n)
+    rewards = jnp.asarray(reward_fn(candidates))
+    if rewards.shape != (n,):
+        raise ValueError(f"`reward_fn` must map ({n}, ...) samples to rewards of shape ({n},); "
+                         f"got shape {rewards.shape}.")
+    kept = curate(key_curate, candidates, rewards, k=config.k, beta=hyper.beta,
+                  num_candidates=hyper.num_candidates)
+    return rewards, kept
+
+
+def _refit(key, state, kept, hyper, real_data, real_weights, *, model, config):
+    n = config.num_samples
+    if config.regime == "replace":
+        data, weights = kept.samples, jnp.full((n,), 1.0 / n)
+        if real_data is not None:
+            a = jnp.asarray(hyper.real_fraction, weights.dtype)
+            data = jnp.concatenate([real_data, data], axis=0)
+            weights = jnp.concatenate([a * real_weights, (1.0 - a) * weights])
+        return state.replace(params=model.fit(key, state.params, data, weights),
+                             generation=state.generation + 1)
+    start = state.generation * n
+    pool = lax.dynamic_update_slice_in_dim(state.pool, kept.samples, start, axis=0)
+    pool_weights = lax.dynamic_update_slice_in_dim(
+        state.pool_weights, jnp.ones((n,), state.pool_weights.dtype), start, axis=0)
+    data, weights = pool, pool_weights
+    if real_data is not None:  # each real sample counts as one sample, like each kept one
+        data = jnp.concatenate([real_data, pool], axis=0)
+        weights = jnp.concatenate([real_weights * real_data.shape[0], pool_weights])
+    params = model.fit(key, state.params, data, weights)
+    return RetrainState(params=params, generation=state.generation + 1, pool=pool,
+                        pool_weights=pool_weights)
+
+
+def retrain_step(
+    key: PRNGKey,
+    state: RetrainState,
+    hyper: Hyperparams,
+    real_data: ArrayLike | None,
+    *,
+    model: GenerativeModel,
+    reward_fn: Callable[[Array], Array],
+    config: LoopConfig,
+    real_weights: ArrayLike | None = None,
+) -> tuple[RetrainState, RetrainInfo]:
+    """One generation: draw candidates from the model, curate them, refit.
+
+    Args:
+        key: PRNG key, consumed.
+        state: the current :class:`RetrainState` (see :func:`init_state`).
+        hyper: :class:`Hyperparams` (array leaves; may be traced).
+        real_data: ``(N, ...)`` real samples shaped like the model's samples, or ``None``.
+        model: the :class:`~selfconsume.models.GenerativeModel`.
+        reward_fn: maps ``(m, ...)`` samples to ``(m,)`` rewards; pure.
+        config: the static :class:`LoopConfig`.
+        real_weights: optional ``(N,)`` non-negative weights of the real samples.
+
+    Returns:
+        ``(new_state, info)``; ``info`` describes the candidates drawn from ``state`` and whether
+        the refit stayed finite.
+    """
+    _check_hyper(hyper, config)
+    spec = _sample_spec(model, state.params, config)
+    real_data, real_weights = _check_real(real_data, real_weights, spec, config)
+    return _step(key, state, hyper, real_data, real_weights, model=model, reward_fn=reward_fn,
+                 config=config)
+
+
+def _step(key, state, hyper, real_data, real_weights, *, model, reward_fn, config):
+    key_draw, key_fit = jax.random.split(key)
+    rewards, kept = _draw_and_curate(key_draw, state.params, hyper, model=model,
+                                     reward_fn=reward_fn, config=config)
+    new_state = _refit(key_fit, state, kept, hyper, real_data, real_weights, model=model,
+                       config=config)
+    info = RetrainInfo(candidate_rewards=rewards, kept=kept,
+                       fit_is_finite=_all_finite(new_state.params))
+    return new_state, info
+
+
+def default_metrics(
+    *,
+    model: GenerativeModel,
+    reward_fn: Callable[[Array], Array],
+    real_data: ArrayLike | None = None,
+    real_weights: ArrayLike | None = None,
+    holdout: ArrayLike | None = None,
+) -> Callable[[RetrainState, RetrainInfo], dict[str, Array]]:
+    """The metrics :func:`run` records by default, as a ``metrics_fn(state, info) -> dict``.
+
+    * ``reward_mean``, ``reward_std``, ``reward_q05`` ... ``reward_q95``, ``reward_nan_fraction``:
+      the rewards of the fresh candidates drawn from the model;
+    * ``kept_reward_mean``: the mean reward of the curated samples;
+    * ``is_finite``: whether every leaf of the model's params is finite;
+    * ``holdout_nll``: mean negative log-likelihood of ``holdout`` (where ``log_prob`` exists);
+    * for ``categorical``: the exact ``expected_reward``, and, with real data,
+      ``kl_data`` = KL(p_data || p_t), ``tv_data`` (total variation) and ``entropy``.
+    """
+    p_data = None
+    if model.name == "categorical" and real_data is not None:
+        p_data = model.init(jax.random.key(0), real_data, real_weights).probs
+
+    def metrics(state: RetrainState, info: RetrainInfo) -> dict[str, Array]:
+        out = {f"reward_{name}": value
+               for name, value in metrics_lib.reward_summary(info.candidate_rewards).items()}
+        out["kept_reward_mean"] = jnp.nanmean(info.kept.rewards)
+        out["is_finite"] = _all_finite(state.params)
+        if holdout is not None and model.log_prob is not None:
+            out["holdout_nll"] = -jnp.mean(model.log_prob(state.params, holdout))
+        if model.name == "categorical":
+            probs = state.params.probs
+            out["expected_reward"] = metrics_lib.expected_reward(
+                probs, reward_fn(jnp.arange(probs.shape[0], dtype=jnp.int32)))
+            out["entropy"] = metrics_lib.entropy(probs)
+            if p_data is not None:
+                out["kl_data"] = metrics_lib.kl_divergence(p_data, probs)
+                out["tv_data"] = metrics_lib.total_variation(p_data, probs)
+        return out
+
+    return metrics
+
+
+def run(
+    key: PRNGKey,
+    params0: PyTree,
+    real_data: ArrayLike | None,
+    hyper: Hyperparams,
+    *,
+    model: GenerativeModel,
+    reward_fn: Callable[[Array], Array],
+    config: LoopConfig,
+    metrics_fn: Callable[[RetrainState, RetrainInfo], dict] | None = None,
+    default: bool = True,
+    real_weights: ArrayLike | None = None,
+    holdout: ArrayLike | None = None,
+) -> tuple[RetrainState, dict[str, Array]]:
+    """Runs ``config.num_generations`` generations of curated retraining with ``lax.scan``.
+
+    Jit it once at the outermost call, with the model, reward, config and metrics as static
+    arguments: ``jax.jit(sc.run, static_argnames=("model", "reward_fn", "config",
+    "metrics_fn"))``; ``hyper`` stays an array argument, so sweeps over it never recompile.
+
+    Args:
+        key: PRNG key, consumed (one subkey per generation).
+        params0: the initial model's params (e.g. ``model.init(key, real_data)``).
+        real_data: ``(N, ...)`` real samples shaped like the model's samples, or ``None``.
+        hyper: :class:`Hyperparams`.
+        model: the :class:`~selfconsume.models.GenerativeModel`.
+        reward_fn: maps ``(m, ...)`` samples to ``(m,)`` rewards; pure.
+        config: the static :class:`LoopConfig`.
+        metrics_fn: optional ``metrics_fn(state, info) -> dict`` of arrays, evaluated at every
+            generation; its entries extend the defaults (or replace them with ``default=False``).
+        default: whether to record :func:`default_metrics`.
+        real_weights: optional ``(N,)`` weights of the real samples.
+        holdout: optional held-out real samples for ``holdout_nll``.
+
+    Returns:
+        ``(final_state, history)``: the :class:`RetrainState` after the last generation
+        (``final_state.params`` are the final params) and a dict of arrays with leading axis
+        ``num_generations + 1``; entry ``t`` describes generation ``t`` (``t = 0`` is
+        ``params0``), including ``fit_is_finite`` (whether the refit from generation ``t`` stayed
+        finite; at ``t = T``, whether the final params are finite).
+    """
+    _check_hyper(hyper, config)
+    spec = _sample_spec(model, params0, config)
+    real_data, real_weights = _check_real(real_data, real_weights, spec, config)
+    if metrics_fn is None and not default:
+        raise ValueError("`default=False` needs a `metrics_fn`; got metrics_fn=None.")
+    base = default_metrics(model=model, reward_fn=reward_fn, real_data=real_data,
+                           real_weights=real_weights, holdout=holdout) if default else None
+
+    def record(state, info):
+        out = dict(base(state, info)) if base is not None else {}
+        if metrics_fn is not None:
+            out.update(metrics_fn(state, info))
+        out["fit_is_finite"] = info.fit_is_finite
+        return out
+
+    def body(state, key):
+        new_state, info = _step(key, state, hyper, real_data, real_weights, model=model,
+                                reward_fn=reward_fn, config=config)
+        return new_state, record(state, info)
+
+    keys = jax.random.split(key, config.num_generations + 1)
+    state0 = init_state(params0, model=model, config=config)
+    final, history = lax.scan(body, state0, keys[:-1])
+    rewards, kept = _draw_and_curate(keys[-1], final.params, hyper, model=model,
+                                     reward_fn=reward_fn, config=config)
+    last = record(final, RetrainInfo(candidate_rewards=rewards, kept=kept,
+                                     fit_is_finite=_all_finite(final.params)))
+    history = jax.tree_util.tree_map(lambda h, x: jnp.concatenate([h, x[None]]), history, last)
+    return final, history
