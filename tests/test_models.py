@@ -243,6 +243,26 @@ def test_gmm_one_em_step_matches_reference_x64():
                                    ref.gmm_log_prob(y, ref_pi, ref_means, ref_covs), rtol=1e-9)
 
 
+def test_gmm_one_em_step_matches_reference_high_dim_x64():
+    """Dimensions above the unrolled range take the dense-product path: same reference."""
+    rng = np.random.default_rng(7)
+    dim = 10
+    x = rng.normal(size=(200, dim)) + 3.0 * (rng.integers(0, 3, size=(200, 1)) - 1)
+    w = rng.uniform(0.5, 1.5, 200)
+    pi = np.array([0.2, 0.5, 0.3])
+    means = x[[0, 1, 2]]
+    covs = np.stack([np.eye(dim) * s for s in (0.5, 1.0, 2.0)])
+    model = models.gmm(3, dim, em_steps=1)
+    with jax.enable_x64(True):
+        start = models.GMMParams(weights=jnp.asarray(pi), means=jnp.asarray(means),
+                                 covs=jnp.asarray(covs))
+        params = jax.jit(model.fit)(_key(), start, jnp.asarray(x), jnp.asarray(w))
+        ref_pi, ref_means, ref_covs = ref.gmm_em_step(x, w, pi, means, covs, 1e-6, EPS64)
+        np.testing.assert_allclose(params.weights, ref_pi, rtol=1e-9)
+        np.testing.assert_allclose(params.means, ref_means, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(params.covs, ref_covs, rtol=1e-9, atol=1e-12)
+
+
 def test_gmm_one_em_step_float32_close_to_reference():
     x = _ring32(seed=3)
     pi, means, covs = _gmm_start(x, 4, seed=5)
