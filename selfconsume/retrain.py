@@ -39,7 +39,8 @@ from selfconsume.models import GenerativeModel
 from selfconsume.types import Array, ArrayLike, Curated, PRNGKey, PyTree
 
 __all__ = ["LoopConfig", "Hyperparams", "RetrainState", "RetrainInfo", "init_state",
-           "retrain_step", "run", "default_metrics", "REGIMES"]
+           "retrain_step", "run", "default_metrics", "recorder", "scan_generations",
+           "final_record", "prepare_real", "REGIMES"]
 
 REGIMES = ("replace", "accumulate")
 
@@ -300,6 +301,65 @@ def default_metrics(
     return metrics
 
 
+def recorder(
+    *,
+    model: GenerativeModel,
+    reward_fn: Callable[[Array], Array],
+    real_data: Array | None,
+    real_weights: Array | None,
+    metrics_fn: Callable[[RetrainState, RetrainInfo], dict] | None = None,
+    default: bool = True,
+    holdout: ArrayLike | None = None,
+) -> Callable[[RetrainState, RetrainInfo], dict[str, Array]]:
+    """The per-generation ``record(state, info) -> dict`` that :func:`run` stacks into history:
+    the default metrics (unless ``default=False``), then ``metrics_fn``'s, then ``fit_is_finite``."""
+    if metrics_fn is None and not default:
+        raise ValueError("`default=False` needs a `metrics_fn`; got metrics_fn=None.")
+    base = default_metrics(model=model, reward_fn=reward_fn, real_data=real_data,
+                           real_weights=real_weights, holdout=holdout) if default else None
+
+    def record(state, info):
+        out = dict(base(state, info)) if base is not None else {}
+        if metrics_fn is not None:
+            out.update(metrics_fn(state, info))
+        out["fit_is_finite"] = info.fit_is_finite
+        return out
+
+    return record
+
+
+def scan_generations(keys, state, hyper, real_data, real_weights, *, model, reward_fn, config,
+                     record):
+    """Runs one generation per key with ``lax.scan``: the building block of :func:`run`, also
+    used to run a long loop in host-side chunks (``real_data``/``real_weights`` as returned by
+    :func:`prepare_real`).
+
+    Returns:
+        ``(state, history)`` with history entries of leading axis ``len(keys)``, entry ``i``
+        describing the state *before* generation ``i`` of the chunk.
+    """
+
+    def body(state, key):
+        new_state, info = _step(key, state, hyper, real_data, real_weights, model=model,
+                                reward_fn=reward_fn, config=config)
+        return new_state, record(state, info)
+
+    return lax.scan(body, state, keys)
+
+
+def final_record(key, state, hyper, *, model, reward_fn, config, record):
+    """The history entry of the last state: its candidates are drawn and curated, not refitted."""
+    rewards, kept = _draw_and_curate(key, state.params, hyper, model=model, reward_fn=reward_fn,
+                                     config=config)
+    return record(state, RetrainInfo(candidate_rewards=rewards, kept=kept,
+                                     fit_is_finite=_all_finite(state.params)))
+
+
+def prepare_real(params0, real_data, real_weights, *, model, config):
+    """Validates the real data against the model's samples: ``(data, normalised weights)``."""
+    return _check_real(real_data, real_weights, _sample_spec(model, params0, config), config)
+
+
 def run(
     key: PRNGKey,
     params0: PyTree,
@@ -319,6 +379,10 @@ def run(
     Jit it once at the outermost call, with the model, reward, config and metrics as static
     arguments: ``jax.jit(sc.run, static_argnames=("model", "reward_fn", "config",
     "metrics_fn"))``; ``hyper`` stays an array argument, so sweeps over it never recompile.
+
+    Generation ``t`` uses ``jax.random.split(key, num_generations + 1)[t]`` (the last key draws
+    the final generation's candidates), so a loop run in chunks with :func:`scan_generations`
+    and :func:`final_record` on slices of those keys reproduces this function exactly.
 
     Args:
         key: PRNG key, consumed (one subkey per generation).
@@ -342,31 +406,17 @@ def run(
         finite; at ``t = T``, whether the final params are finite).
     """
     _check_hyper(hyper, config)
-    spec = _sample_spec(model, params0, config)
-    real_data, real_weights = _check_real(real_data, real_weights, spec, config)
-    if metrics_fn is None and not default:
-        raise ValueError("`default=False` needs a `metrics_fn`; got metrics_fn=None.")
-    base = default_metrics(model=model, reward_fn=reward_fn, real_data=real_data,
-                           real_weights=real_weights, holdout=holdout) if default else None
-
-    def record(state, info):
-        out = dict(base(state, info)) if base is not None else {}
-        if metrics_fn is not None:
-            out.update(metrics_fn(state, info))
-        out["fit_is_finite"] = info.fit_is_finite
-        return out
-
-    def body(state, key):
-        new_state, info = _step(key, state, hyper, real_data, real_weights, model=model,
-                                reward_fn=reward_fn, config=config)
-        return new_state, record(state, info)
-
+    real_data, real_weights = prepare_real(params0, real_data, real_weights, model=model,
+                                           config=config)
+    record = recorder(model=model, reward_fn=reward_fn, real_data=real_data,
+                      real_weights=real_weights, metrics_fn=metrics_fn, default=default,
+                      holdout=holdout)
     keys = jax.random.split(key, config.num_generations + 1)
     state0 = init_state(params0, model=model, config=config)
-    final, history = lax.scan(body, state0, keys[:-1])
-    rewards, kept = _draw_and_curate(keys[-1], final.params, hyper, model=model,
-                                     reward_fn=reward_fn, config=config)
-    last = record(final, RetrainInfo(candidate_rewards=rewards, kept=kept,
-                                     fit_is_finite=_all_finite(final.params)))
+    final, history = scan_generations(keys[:-1], state0, hyper, real_data, real_weights,
+                                      model=model, reward_fn=reward_fn, config=config,
+                                      record=record)
+    last = final_record(keys[-1], final, hyper, model=model, reward_fn=reward_fn, config=config,
+                        record=record)
     history = jax.tree_util.tree_map(lambda h, x: jnp.concatenate([h, x[None]]), history, last)
     return final, history
