@@ -10,7 +10,7 @@ The public API (see the README and DESIGN.md section 3):
 * :mod:`selfconsume.metrics`, :mod:`selfconsume.data`, :mod:`selfconsume.rewards`.
 """
 
-from selfconsume import data, metrics, models, rewards, theory
+from selfconsume import classifier, data, metrics, models, rewards, theory
 from selfconsume import retrain
 from selfconsume.curation import choice_probabilities, curate
 from selfconsume.retrain import (Hyperparams, LoopConfig, RetrainInfo, RetrainState, retrain_step,
@@ -31,6 +31,7 @@ __all__ = [
     "RetrainState",
     "SweepResult",
     "choice_probabilities",
+    "classifier",
     "curate",
     "data",
     "lambda_from_real_fraction",
