@@ -45,3 +45,12 @@ __all__ = [
     "sweep",
     "theory",
 ]
+
+
+def __getattr__(name):
+    # `sc.plotting` is imported on first use, so that `import selfconsume` does not load matplotlib.
+    if name == "plotting":
+        import importlib
+
+        return importlib.import_module("selfconsume.plotting")
+    raise AttributeError(f"module 'selfconsume' has no attribute {name!r}")

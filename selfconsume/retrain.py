@@ -108,11 +108,13 @@ class RetrainInfo:
     """Per-generation diagnostics (not carried).
 
     Attributes:
-        candidate_rewards: ``(n * k,)`` rewards of the fresh candidates drawn from the model.
+        candidates: ``(n * k, ...)`` the fresh candidates drawn from the model.
+        candidate_rewards: ``(n * k,)`` their rewards.
         kept: the curated samples (:class:`~selfconsume.Curated`, ``n`` rows).
         fit_is_finite: bool scalar, whether every leaf of the refitted params is finite.
     """
 
+    candidates: Array
     candidate_rewards: Array
     kept: Curated
     fit_is_finite: Array
@@ -188,7 +190,7 @@ def _draw_and_curate(key, params, hyper, *, model, reward_fn, config):
                          f"got shape {rewards.shape}.")
     kept = curate(key_curate, candidates, rewards, k=config.k, beta=hyper.beta,
                   num_candidates=hyper.num_candidates)
-    return rewards, kept
+    return candidates, rewards, kept
 
 
 def _refit(key, state, kept, hyper, real_data, real_weights, *, model, config):
@@ -250,11 +252,11 @@ def retrain_step(
 
 def _step(key, state, hyper, real_data, real_weights, *, model, reward_fn, config):
     key_draw, key_fit = jax.random.split(key)
-    rewards, kept = _draw_and_curate(key_draw, state.params, hyper, model=model,
-                                     reward_fn=reward_fn, config=config)
+    candidates, rewards, kept = _draw_and_curate(key_draw, state.params, hyper, model=model,
+                                                 reward_fn=reward_fn, config=config)
     new_state = _refit(key_fit, state, kept, hyper, real_data, real_weights, model=model,
                        config=config)
-    info = RetrainInfo(candidate_rewards=rewards, kept=kept,
+    info = RetrainInfo(candidates=candidates, candidate_rewards=rewards, kept=kept,
                        fit_is_finite=_all_finite(new_state.params))
     return new_state, info
 
@@ -349,9 +351,9 @@ def scan_generations(keys, state, hyper, real_data, real_weights, *, model, rewa
 
 def final_record(key, state, hyper, *, model, reward_fn, config, record):
     """The history entry of the last state: its candidates are drawn and curated, not refitted."""
-    rewards, kept = _draw_and_curate(key, state.params, hyper, model=model, reward_fn=reward_fn,
-                                     config=config)
-    return record(state, RetrainInfo(candidate_rewards=rewards, kept=kept,
+    candidates, rewards, kept = _draw_and_curate(key, state.params, hyper, model=model,
+                                                 reward_fn=reward_fn, config=config)
+    return record(state, RetrainInfo(candidates=candidates, candidate_rewards=rewards, kept=kept,
                                      fit_is_finite=_all_finite(state.params)))
 
 
