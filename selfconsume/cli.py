@@ -17,6 +17,7 @@ import glob
 import os
 import sys
 
+# Studies shipped with the repository (found from a checkout, or from the working directory).
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "experiments")
 
@@ -81,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             print("datasets:", ", ".join(sorted(data.DATASETS)))
             print("models:  ", ", ".join(sorted(models.MODELS)))
             print("rewards: ", ", ".join(sorted(rewards.REWARDS)))
-            names = sorted(os.path.splitext(os.path.basename(f))[0]
-                           for f in glob.glob(os.path.join(EXPERIMENTS, "*.toml")))
+            folders = {EXPERIMENTS, os.path.join(os.getcwd(), "experiments")}
+            names = sorted({os.path.splitext(os.path.basename(f))[0] for folder in folders
+                            for f in glob.glob(os.path.join(folder, "*.toml"))})
             print("studies: ", ", ".join(["demo (built in)"] + names))
             return 0
         if args.command == "plot":

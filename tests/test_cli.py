@@ -151,3 +151,17 @@ def test_list_names_registries(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "gaussian_ring" in out and "gmm" in out and "distance" in out and "demo" in out
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text("old")
+
+    def broken(f):
+        f.write("half-writ")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        study._atomic_write(str(path), broken, binary=False)
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["summary.json"]  # no temporary file left behind
