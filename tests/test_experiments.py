@@ -1,0 +1,22 @@
+"""The studies under experiments/ run in their quick mode and their claims hold."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_exact_dynamics_quick(tmp_path):
+    out = tmp_path / "exact"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "exact_dynamics.py"),
+                           "--quick", "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(out / "summary.json") as f:
+        claims = json.load(f)["claims"]
+    assert claims and all(c["holds"] for c in claims)
+    assert {"expected_reward.png", "ring_heatmaps.png"} <= set(os.listdir(out))
