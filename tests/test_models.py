@@ -570,12 +570,12 @@ def test_factory_and_registry_validation():
         (lambda: models.gaussian(2, min_variance=-1.0), "`min_variance`"),
         (lambda: models.kde(2, bandwidth=0.0), "`bandwidth`"),
         (lambda: models.kde(2, bandwidth="wide"), "`bandwidth`"),
-        (lambda: models.get("vae"), r"`name` must be one of \['categorical', 'gaussian'"),
+        (lambda: models.get("vae"), r"`name` must be one of \['categorical', 'flow_matching', 'gaussian'"),
     ]
     for call, match in cases:
         with pytest.raises(ValueError, match=match):
             call()
-    assert set(models.MODELS) == {"categorical", "gaussian", "gmm", "kde"}
+    assert set(models.MODELS) == {"categorical", "flow_matching", "gaussian", "gmm", "kde"}
     assert models.get("gmm", num_components=2, dim=3).name == "gmm"
     assert all(isinstance(models.MODELS[n](2), models.GenerativeModel)
                for n in ("categorical", "gaussian", "kde"))

@@ -21,7 +21,8 @@ Validation is two-tier (DESIGN.md section 4): ranks, trailing sizes, the weights
 tracers), non-finite data and negative, non-finite or all-zero weights raise as well. Under ``jit``
 such value problems are not detected and show up as non-finite params.
 
-Families (:data:`MODELS`): :func:`categorical`, :func:`gaussian`, :func:`gmm`, :func:`kde`.
+Families (:data:`MODELS`): :func:`categorical`, :func:`gaussian`, :func:`gmm`, :func:`kde`,
+:func:`flow_matching`.
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ __all__ = [
     "gaussian",
     "gmm",
     "kde",
+    "flow_matching",
     "CategoricalParams",
     "GaussianParams",
     "GMMParams",
     "KDEParams",
+    "FlowParams",
 ]
 
 
@@ -190,12 +193,14 @@ from selfconsume.models.categorical import CategoricalParams, categorical  # noq
 from selfconsume.models.gaussian import GaussianParams, gaussian  # noqa: E402
 from selfconsume.models.gmm import GMMParams, gmm  # noqa: E402
 from selfconsume.models.kde import KDEParams, kde  # noqa: E402
+from selfconsume.models.flow_matching import FlowParams, flow_matching  # noqa: E402
 
 MODELS: dict[str, Callable[..., GenerativeModel]] = {
     "categorical": categorical,
     "gaussian": gaussian,
     "gmm": gmm,
     "kde": kde,
+    "flow_matching": flow_matching,
 }
 """Registry: family name -> factory returning a :class:`GenerativeModel`."""
 
