@@ -344,6 +344,7 @@ def _build(cfg: dict) -> _Plan:
             if me["mode_shares"] and centers is not None:
                 shares = metrics_lib.mode_shares(info.candidates, centers)
                 out["mode_shares"] = shares
+                out["min_mode_share"] = jnp.min(shares)
                 if r["mode"] >= 0:
                     out["rewarded_mode_share"] = shares[r["mode"]]
             if me["snapshot_points"]:

@@ -20,3 +20,16 @@ def test_exact_dynamics_quick(tmp_path):
         claims = json.load(f)["claims"]
     assert claims and all(c["holds"] for c in claims)
     assert {"expected_reward.png", "ring_heatmaps.png"} <= set(os.listdir(out))
+
+
+@pytest.mark.slow
+def test_mog_curation_quick(tmp_path):
+    from selfconsume import cli
+
+    out = tmp_path / "mog"
+    study = os.path.join(ROOT, "experiments", "mog_curation.toml")
+    assert cli.main(["run", study, "--set", "quick=true", "--out", str(out), "--quiet"]) == 0
+    with open(out / "summary.json") as f:
+        claims = json.load(f)["claims"]
+    assert len(claims) == 3 and all(c["holds"] for c in claims)
+    assert "snapshots.png" in os.listdir(out / "figures")
