@@ -575,7 +575,7 @@ def _figures(result: SweepResult, cfg: dict, run_dir: str, plan: _Plan | None = 
 
 
 def _write_outputs(result: SweepResult, cfg: dict, run_dir: str, plan: _Plan | None) -> dict:
-    result.save(os.path.join(run_dir, "results"))
+    result.save(run_dir, name="results")  # results.npz + results.json
     scalar = SweepResult(values={k: v for k, v in result.values.items()
                                  if v.ndim == len(result.axes) + 1},
                          axes=result.axes, coords=result.coords, metadata=result.metadata)
@@ -641,7 +641,7 @@ def resume(run_dir: str, *, quiet: bool = False) -> dict:
 def replot(run_dir: str) -> list:
     """Redraws the figures of a finished run from its saved results."""
     cfg = load_config(os.path.join(run_dir, "config.toml"))
-    result = SweepResult.load(os.path.join(run_dir, "results"))
+    result = SweepResult.load(run_dir, name="results")
     plan = None
     try:
         plan = _build(cfg)

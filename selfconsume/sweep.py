@@ -132,12 +132,13 @@ class SweepResult:
 
     # ---------------------------------------------------------------- persistence
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, *, name: str | None = None) -> None:
         """Writes the result to the folder ``path`` (created if needed).
 
         Files: ``values.npz`` (one entry per leaf, named by its dict keys joined with ``"/"``,
         or ``"value"`` for a single array) and ``result.json`` (axes, coordinates with their
-        dtypes, metadata and the tree layout). Each file is written to a temporary file in the
+        dtypes, metadata and the tree layout); with ``name``, ``<name>.npz`` and
+        ``<name>.json`` instead (read back with ``load(path, name=name)``). Each file is written to a temporary file in the
         same folder and moved into place with ``os.replace``, so a reader never sees a partial
         file; ``result.json`` is written last.
 
@@ -155,7 +156,8 @@ class SweepResult:
                     with zf.open(name + ".npy", "w", force_zip64=True) as member:
                         np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
 
-        _atomic_write(os.path.join(folder, _VALUES_FILE), write_npz, binary=True)
+        values_file, result_file = _file_names(name)
+        _atomic_write(os.path.join(folder, values_file), write_npz, binary=True)
         doc = {
             "format": "selfconsume.SweepResult/1",
             "axes": list(self.axes),
@@ -165,16 +167,17 @@ class SweepResult:
             "metadata": self.metadata,
         }
         text = json.dumps(doc, indent=1)
-        _atomic_write(os.path.join(folder, _RESULT_FILE), lambda fh: fh.write(text), binary=False)
+        _atomic_write(os.path.join(folder, result_file), lambda fh: fh.write(text), binary=False)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> SweepResult:
+    def load(cls, path: str | os.PathLike, *, name: str | None = None) -> SweepResult:
         """Reads a result written by :meth:`save`: same tree, values bit for bit, same dtypes."""
         folder = os.fspath(path)
-        with open(os.path.join(folder, _RESULT_FILE), encoding="utf-8") as fh:
+        values_file, result_file = _file_names(name)
+        with open(os.path.join(folder, result_file), encoding="utf-8") as fh:
             doc = json.load(fh)
         layout = doc["layout"]
-        with np.load(os.path.join(folder, _VALUES_FILE), allow_pickle=False) as npz:
+        with np.load(os.path.join(folder, values_file), allow_pickle=False) as npz:
             def read(name):
                 array = npz[name]
                 dtype = jnp.dtype(layout["dtypes"][name])  # knows ml_dtypes such as bfloat16
@@ -404,6 +407,14 @@ def sweep(
 # --------------------------------------------------------------------------------------------
 # Validation and helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _file_names(name: str | None) -> tuple[str, str]:
+    if name is None:
+        return _VALUES_FILE, _RESULT_FILE
+    if not isinstance(name, str) or not name or os.sep in name:
+        raise ValueError(f"`name` must be a non-empty file stem without {os.sep!r}; got {name!r}.")
+    return f"{name}.npz", f"{name}.json"
 
 
 def _round_up(n: int, m: int) -> int:

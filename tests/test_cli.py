@@ -26,10 +26,10 @@ def demo_run(tmp_path_factory):
 
 def test_demo_writes_every_output(demo_run, capsys):
     files = set(os.listdir(demo_run))
-    assert {"config.toml", "results", "metrics.csv", "summary.json", "figures"} <= files
+    assert {"config.toml", "results.npz", "results.json", "metrics.csv", "summary.json",
+            "figures"} <= files
     assert "checkpoint.npz" not in files  # a finished run keeps only its results
     assert not [f for f in files if f.startswith(".tmp")]
-    assert {"values.npz", "result.json"} <= set(os.listdir(os.path.join(demo_run, "results")))
     assert {"reward_mean.png", "rewarded_mode_share.png"} <= set(
         os.listdir(os.path.join(demo_run, "figures")))
     with open(os.path.join(demo_run, "summary.json")) as f:
@@ -133,8 +133,8 @@ def test_killed_run_resumes_to_identical_results(demo_run, tmp_path):
     proc.wait()
     assert not os.path.exists(os.path.join(out, "summary.json"))
     assert cli.main(["resume", out, "--quiet"]) == 0
-    with np.load(os.path.join(out, "results", "values.npz")) as a, \
-            np.load(os.path.join(demo_run, "results", "values.npz")) as b:
+    with np.load(os.path.join(out, "results.npz")) as a, \
+            np.load(os.path.join(demo_run, "results.npz")) as b:
         assert set(a.files) == set(b.files)
         for name in a.files:
             np.testing.assert_array_equal(a[name], b[name])

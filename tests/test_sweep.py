@@ -170,6 +170,13 @@ def test_save_load_round_trip_bit_for_bit(base, tmp_path):
     single.save(tmp_path / "single")
     _assert_bitwise_equal(SweepResult.load(tmp_path / "single").values, single.values)
 
+    result.save(tmp_path / "named", name="results")  # results.npz + results.json
+    assert sorted(os.listdir(tmp_path / "named")) == ["results.json", "results.npz"]
+    _assert_bitwise_equal(SweepResult.load(tmp_path / "named", name="results").values,
+                          result.values)
+    with pytest.raises(ValueError, match="`name` must be a non-empty file stem"):
+        result.save(tmp_path / "bad", name="a/b")
+
     with pytest.raises(ValueError, match="values"):
         SweepResult(values=(base.values["final"],), axes=base.axes, coords=base.coords,
                     metadata={}).save(tmp_path / "tuple")
