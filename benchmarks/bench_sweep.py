@@ -19,7 +19,6 @@ on the seed.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time

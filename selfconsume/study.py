@@ -23,7 +23,6 @@ import datetime
 import json
 import math
 import os
-import tempfile
 import tomllib
 from typing import Any
 
@@ -36,7 +35,7 @@ from selfconsume import metrics as metrics_lib
 from selfconsume import models as models_lib
 from selfconsume import retrain
 from selfconsume import rewards as rewards_lib
-from selfconsume.sweep import SweepResult
+from selfconsume.sweep import SweepResult, _atomic_write
 
 __all__ = ["ConfigError", "ClaimFailed", "load_config", "validate", "run_study", "resume",
            "replot", "DEMO", "to_toml"]
@@ -381,22 +380,6 @@ def _build(cfg: dict) -> _Plan:
     final_fn = jax.jit(jax.vmap(final_one))
     return _Plan(cfg, real, centers, seed_keys, points, grid_names, grid_shape, config, chunk,
                  init_fn, chunk_fn, final_fn)
-
-
-def _atomic_write(path: str, write, *, binary: bool) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _save_checkpoint(run_dir: str, done: int, state, history: dict) -> None:

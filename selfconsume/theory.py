@@ -388,7 +388,6 @@ def _tilt_fixed_point(p_data: Array, rewards: Array, beta: Array, a: Array) -> A
     """Closed form for K = inf: p* = a p_d Z / (Z - (1-a) w), Z = (1-a) + a*theta, theta in (0, 1]."""
     logw = scaled_rewards(rewards, beta, _support_max(p_data, rewards))
     on = p_data > 0
-    w = jnp.where(on, jnp.exp(jnp.minimum(logw, 0.0)), 0.0)
     one_minus_w = jnp.where(on, -jnp.expm1(jnp.minimum(logw, 0.0)), 1.0)
 
     def unnormalised(log_theta):

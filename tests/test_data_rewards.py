@@ -1,6 +1,5 @@
 """Tests of the toy datasets and the reward functions."""
 
-import math
 
 import jax
 import jax.numpy as jnp

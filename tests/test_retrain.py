@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import selfconsume as sc
-from selfconsume import models, retrain, theory
+from selfconsume import models, theory
 
 M = 10
 REWARDS = jnp.linspace(0.0, 1.0, M)

@@ -1,6 +1,5 @@
 """Tests of the exact population dynamics (selfconsume.theory) against brute force and theory."""
 
-import functools
 import math
 
 import jax
