@@ -32,7 +32,7 @@ import numpy as np
 from selfconsume import _checks
 from selfconsume.types import Array, PRNGKey
 
-__all__ = ["gaussian_ring", "gaussian_grid", "two_moons", "ring_centers", "DATASETS", "Dataset",
+__all__ = ["gaussian_ring", "gaussian_grid", "two_moons", "moon_of", "ring_centers", "DATASETS", "Dataset",
            "load_digits", "load_cifar10", "IMAGE_DATASETS", "CIFAR10_CLASSES"]
 
 
@@ -95,6 +95,35 @@ def two_moons(key: PRNGKey, n: int, *, noise: float = 0.05) -> tuple[Array, Arra
     lower = jnp.stack([1.0 - jnp.cos(t), 0.5 - jnp.sin(t)], axis=1)
     x = jnp.where(moon[:, None] == 1, lower, upper)
     return x + noise * jax.random.normal(key_noise, (n, 2)), moon
+
+
+def moon_of(x: Array) -> Array:
+    r"""The moon a point belongs to: 0 (upper) or 1 (lower), by the nearer of the two arcs.
+
+    The distance to the upper arc is :math:`|\,\|x\| - 1|` (or to its nearer end when
+    :math:`x_2 < 0`), to the lower arc :math:`|\,\|x - (1, 1/2)\| - 1|` (or to its nearer end when
+    :math:`x_2 > 1/2`).
+
+    Args:
+        x: ``(n, 2)`` points.
+
+    Returns:
+        ``(n,)`` int32.
+    """
+    x = jnp.asarray(x)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"`x` must have shape (n, 2); got shape {x.shape}.")
+
+    def arc_distance(y, below):  # y relative to the arc's centre; `below` flips the half circle
+        on_half = jnp.where(below, y[:, 1] <= 0, y[:, 1] >= 0)
+        ring = jnp.abs(jnp.linalg.norm(y, axis=1) - 1.0)
+        tip = jnp.array([[1.0, 0.0]])
+        ends = jnp.minimum(jnp.linalg.norm(y - tip, axis=1), jnp.linalg.norm(y + tip, axis=1))
+        return jnp.where(on_half, ring, ends)
+
+    upper = arc_distance(x, False)
+    lower = arc_distance(x - jnp.array([[1.0, 0.5]]), True)
+    return (lower < upper).astype(jnp.int32)
 
 
 DATASETS = {"gaussian_ring": gaussian_ring, "gaussian_grid": gaussian_grid, "two_moons": two_moons}

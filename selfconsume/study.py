@@ -346,6 +346,8 @@ def _build(cfg: dict) -> _Plan:
                 out["min_mode_share"] = jnp.min(shares)
                 if r["mode"] >= 0:
                     out["rewarded_mode_share"] = shares[r["mode"]]
+            if d["name"] == "two_moons":
+                out["upper_moon_share"] = jnp.mean(data_lib.moon_of(info.candidates) == 0)
             if me["snapshot_points"]:
                 out["samples"] = info.candidates[: me["snapshot_points"]]
             return out

@@ -69,3 +69,12 @@ def test_linear_and_table_rewards():
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_moon_of_recovers_the_generating_moon():
+    x, moon = data.two_moons(jax.random.key(4), 5000, noise=0.05)
+    # noise 0.05 never carries a point past the midway between the arcs (>= 0.25 away on the arcs)
+    np.testing.assert_array_equal(data.moon_of(x), moon)
+    np.testing.assert_array_equal(data.moon_of(jnp.array([[0.0, 1.0], [1.0, -0.5]])), [0, 1])
+    with pytest.raises(ValueError, match=r"`x` must have shape \(n, 2\)"):
+        data.moon_of(jnp.zeros((3, 3)))

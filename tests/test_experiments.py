@@ -33,3 +33,15 @@ def test_mog_curation_quick(tmp_path):
         claims = json.load(f)["claims"]
     assert len(claims) == 3 and all(c["holds"] for c in claims)
     assert "snapshots.png" in os.listdir(out / "figures")
+
+
+@pytest.mark.slow
+def test_two_moons_quick(tmp_path):
+    from selfconsume import cli
+
+    out = tmp_path / "moons"
+    study = os.path.join(ROOT, "experiments", "two_moons.toml")
+    assert cli.main(["run", study, "--set", "quick=true", "--out", str(out), "--quiet"]) == 0
+    with open(out / "summary.json") as f:
+        claims = json.load(f)["claims"]
+    assert len(claims) == 3 and all(c["holds"] for c in claims)
