@@ -45,3 +45,15 @@ def test_two_moons_quick(tmp_path):
     with open(out / "summary.json") as f:
         claims = json.load(f)["claims"]
     assert len(claims) == 3 and all(c["holds"] for c in claims)
+
+
+@pytest.mark.slow
+def test_mog_curation_flow_quick(tmp_path):
+    from selfconsume import cli
+
+    out = tmp_path / "flow"
+    study = os.path.join(ROOT, "experiments", "mog_curation_flow.toml")
+    assert cli.main(["run", study, "--set", "quick=true", "--out", str(out), "--quiet"]) == 0
+    with open(out / "summary.json") as f:
+        claims = json.load(f)["claims"]
+    assert len(claims) == 3 and all(c["holds"] for c in claims)
