@@ -23,37 +23,14 @@ def test_exact_dynamics_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_mog_curation_quick(tmp_path):
+@pytest.mark.parametrize("name", ["mog_curation", "mog_curation_flow", "two_moons"])
+def test_toml_study_quick(name, tmp_path):
     from selfconsume import cli
 
-    out = tmp_path / "mog"
-    study = os.path.join(ROOT, "experiments", "mog_curation.toml")
+    out = tmp_path / name
+    study = os.path.join(ROOT, "experiments", f"{name}.toml")
     assert cli.main(["run", study, "--set", "quick=true", "--out", str(out), "--quiet"]) == 0
     with open(out / "summary.json") as f:
         claims = json.load(f)["claims"]
     assert len(claims) == 3 and all(c["holds"] for c in claims)
     assert "snapshots.png" in os.listdir(out / "figures")
-
-
-@pytest.mark.slow
-def test_two_moons_quick(tmp_path):
-    from selfconsume import cli
-
-    out = tmp_path / "moons"
-    study = os.path.join(ROOT, "experiments", "two_moons.toml")
-    assert cli.main(["run", study, "--set", "quick=true", "--out", str(out), "--quiet"]) == 0
-    with open(out / "summary.json") as f:
-        claims = json.load(f)["claims"]
-    assert len(claims) == 3 and all(c["holds"] for c in claims)
-
-
-@pytest.mark.slow
-def test_mog_curation_flow_quick(tmp_path):
-    from selfconsume import cli
-
-    out = tmp_path / "flow"
-    study = os.path.join(ROOT, "experiments", "mog_curation_flow.toml")
-    assert cli.main(["run", study, "--set", "quick=true", "--out", str(out), "--quiet"]) == 0
-    with open(out / "summary.json") as f:
-        claims = json.load(f)["claims"]
-    assert len(claims) == 3 and all(c["holds"] for c in claims)
