@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 
 import jax
@@ -73,10 +72,8 @@ def write_json(path: str | None, payload: dict) -> None:
     """Writes ``payload`` atomically (temporary file in the same folder, then rename)."""
     if not path:
         return
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    from selfconsume.sweep import _atomic_write
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _atomic_write(path, lambda f: json.dump(payload, f, indent=2), binary=False)
     print(f"wrote {path}")

@@ -538,8 +538,6 @@ def _figures(result: SweepResult, cfg: dict, run_dir: str, plan: _Plan | None = 
     if gens and samples is not None and samples.shape[-1] == 2:
         rows = samples[0].reshape((-1,) + samples.shape[-3:])  # seed 0: (points, T + 1, n, 2)
         grid_axes = result.axes[1:]
-        labels = [", ".join(f"{a}={v}" for a, v in zip(grid_axes, idx)) for idx in
-                  np.ndindex(*[len(result.coords[a]) for a in grid_axes])] or [""]
         labels = [", ".join(f"{a}={result.coords[a][i].item():g}" for a, i in zip(grid_axes, idx))
                   for idx in np.ndindex(*[len(result.coords[a]) for a in grid_axes])] or [""]
         reward_fn = None
