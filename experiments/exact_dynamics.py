@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import selfconsume as sc
+from selfconsume.sweep import _atomic_write
 
 KS = (2, 4, 16, 64, math.inf)
 FRACTIONS = (0.0, 0.1, 0.3, 0.5)
@@ -64,7 +65,7 @@ def heatmaps(path, p0, rewards, p_t, grid, generations):
             ax.set_ylabel("$x_2$")
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle("exact dynamics on the 8-mode ring (pure curation)")
-    fig.savefig(path)
+    _atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
 
 
 def reward_curves(path, curves, generations):
@@ -82,7 +83,7 @@ def reward_curves(path, curves, generations):
             ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle("exact expected reward under curated retraining")
-    fig.savefig(path)
+    _atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
 
 
 def main(argv=None) -> int:
@@ -121,9 +122,9 @@ def main(argv=None) -> int:
     checks_hold = all(all(v for c, v in row.items() if isinstance(v, bool)) for row in table)
     claims.insert(0, {"description": "every theorem check holds in every setting",
                       "value": len(table), "holds": checks_hold})
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump({"grid": grid, "generations": generations, "checks": table, "claims": claims},
-                  f, indent=2)
+    summary = {"grid": grid, "generations": generations, "checks": table, "claims": claims}
+    _atomic_write(os.path.join(args.out, "summary.json"),
+                  lambda f: json.dump(summary, f, indent=2), binary=False)
     print(f"{'support':<12}{'K':>5}{'a':>6}  all checks hold  min slack")
     for row in table:
         ok = all(v for v in row.values() if isinstance(v, bool))

@@ -87,3 +87,51 @@ def same_length(name_a: str, a, name_b: str, b):
         raise ValueError(
             f"`{name_a}` and `{name_b}` must have the same leading size; got "
             f"{jnp.shape(a)} and {jnp.shape(b)}.")
+
+
+def finite(name: str, x) -> None:
+    """When ``x`` is concrete, checks that every entry is finite (NaN and inf are rejected)."""
+    if is_concrete(x):
+        a = np.asarray(x)
+        if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+            raise ValueError(f"`{name}` must be finite; got {int(np.sum(~np.isfinite(a)))} "
+                             f"non-finite entries in an array of shape {a.shape}.")
+
+
+def weights(name: str, w) -> None:
+    """When ``w`` is concrete, checks per-sample weights: finite, non-negative, not all zero."""
+    if not is_concrete(w):
+        return
+    a = np.asarray(w, np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"`{name}` must be finite; got {int(np.sum(~np.isfinite(a)))} "
+                         "non-finite entries.")
+    if np.any(a < 0):
+        raise ValueError(f"`{name}` must be non-negative; got minimum {float(a.min())!r}.")
+    if not np.any(a > 0):
+        raise ValueError(f"`{name}` must not all be zero; got an all-zero array.")
+
+
+class UnknownNameError(KeyError, ValueError):
+    """An unknown name looked up in a registry: both a ``KeyError`` (it is a missing key) and a
+    ``ValueError`` (it is a bad argument), with a readable message."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class Registry(dict):
+    """A ``dict`` of name -> factory whose missing keys raise :class:`UnknownNameError` naming the
+    unknown name and listing the known ones."""
+
+    def __init__(self, kind: str, entries):
+        super().__init__(entries)
+        self.kind = kind
+
+    def __missing__(self, name):
+        raise UnknownNameError(
+            f"unknown {self.kind} name {name!r}: the {self.kind} name must be one of "
+            f"{sorted(self)}.")
+
+    def __reduce__(self):
+        return (type(self), (self.kind, dict(self)))

@@ -2,12 +2,16 @@
 
     selfconsume demo [--out DIR] [--quick] [--set section.key=value ...] [--quiet] [--force]
     selfconsume run CONFIG.toml [--out DIR] [--set section.key=value ...] [--quiet] [--force]
-    selfconsume resume RUN_DIR [--quiet]
+                                [--checked]
+    selfconsume resume RUN_DIR [--quiet] [--checked]
     selfconsume list
     selfconsume plot RUN_DIR
 
 Exit status: 0 on success, 1 when a study's claim does not hold (results are saved), 2 for an
-invalid configuration or command line (one line on stderr, no traceback).
+invalid configuration or command line (one line on stderr, no traceback), 3 when a run turns
+non-finite (one line naming the generation and grid point; the generations before it are saved).
+``--checked`` compiles the run with ``jax.experimental.checkify`` float and index checks, so the
+first operation that produces a NaN or inf is reported with its source location.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                        metavar="SECTION.KEY=VALUE", help="override a configuration value")
         q.add_argument("--quiet", action="store_true", help="no progress bar")
         q.add_argument("--force", action="store_true", help="overwrite an existing run folder")
+        q.add_argument("--checked", action="store_true",
+                       help="report the first NaN/inf-producing operation (slower)")
 
     demo = sub.add_parser("demo", help="run the built-in demo study (no file, no download)")
     demo.add_argument("--quick", action="store_true", help="the demo at a reduced size")
@@ -42,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     res = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     res.add_argument("run_dir")
     res.add_argument("--quiet", action="store_true")
+    res.add_argument("--checked", action="store_true",
+                     help="report the first NaN/inf-producing operation (slower)")
     sub.add_parser("list", help="registered datasets, models, rewards and studies")
     plot = sub.add_parser("plot", help="redraw the figures of a saved run")
     plot.add_argument("run_dir")
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
             return 0
         if args.command == "resume":
-            summary = study.resume(args.run_dir, quiet=args.quiet)
+            summary = study.resume(args.run_dir, quiet=args.quiet, checked=args.checked)
             return _report(summary, args.run_dir)
         overrides = list(args.overrides)
         if args.command == "demo":
@@ -102,12 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = study.load_config(args.config, overrides=overrides)
         run_dir = study.new_run_dir(cfg, args.out, force=args.force)
-        summary = study.run_study(cfg, run_dir, quiet=args.quiet)
+        summary = study.run_study(cfg, run_dir, quiet=args.quiet, checked=args.checked)
         return _report(summary, run_dir)
     except (study.ConfigError, FileExistsError) as err:
         return _fail(str(err))
     except FileNotFoundError as err:
         return _fail(str(err))
+    except study.NumericalError as err:
+        return _fail(str(err), status=3)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ from selfconsume import _checks
 from selfconsume.types import Array, PRNGKey
 
 __all__ = ["gaussian_ring", "gaussian_grid", "two_moons", "moon_of", "ring_centers", "DATASETS", "Dataset",
-           "load_digits", "load_cifar10", "IMAGE_DATASETS", "CIFAR10_CLASSES"]
+           "load_digits", "load_cifar10", "IMAGE_DATASETS", "IMAGE_SHAPES", "CIFAR10_CLASSES",
+           "DataNotFoundError"]
 
 
 def ring_centers(num_modes: int = 8, radius: float = 1.0) -> Array:
@@ -62,6 +63,7 @@ def gaussian_ring(key: PRNGKey, n: int, *, num_modes: int = 8, radius: float = 1
         ``(x, centers)``: ``(n, 2)`` points and the ``(num_modes, 2)`` mode centres.
     """
     n = _checks.static_int("n", n, minimum=1)
+    _checks.scalar("std", std, minimum=0.0)
     centers = ring_centers(num_modes, radius)
     return _mixture(key, n, centers, std)[0], centers
 
@@ -75,6 +77,7 @@ def gaussian_grid(key: PRNGKey, n: int, *, side: int = 5, spacing: float = 1.0,
     """
     n = _checks.static_int("n", n, minimum=1)
     side = _checks.static_int("side", side, minimum=1)
+    _checks.scalar("std", std, minimum=0.0)
     ticks = spacing * (jnp.arange(side) - (side - 1) / 2)
     gx, gy = jnp.meshgrid(ticks, ticks, indexing="ij")
     centers = jnp.stack([gx.reshape(-1), gy.reshape(-1)], axis=1)
@@ -88,6 +91,7 @@ def two_moons(key: PRNGKey, n: int, *, noise: float = 0.05) -> tuple[Array, Arra
         ``(x, moon)``: ``(n, 2)`` points and the ``(n,)`` int32 moon of each (0 upper, 1 lower).
     """
     n = _checks.static_int("n", n, minimum=1)
+    _checks.scalar("noise", noise, minimum=0.0)
     key_moon, key_t, key_noise = jax.random.split(key, 3)
     moon = jax.random.bernoulli(key_moon, 0.5, (n,)).astype(jnp.int32)
     t = jax.random.uniform(key_t, (n,), maxval=math.pi)
@@ -126,8 +130,10 @@ def moon_of(x: Array) -> Array:
     return (lower < upper).astype(jnp.int32)
 
 
-DATASETS = {"gaussian_ring": gaussian_ring, "gaussian_grid": gaussian_grid, "two_moons": two_moons}
-"""Registry: dataset name -> generator ``(key, n, **options)``."""
+DATASETS = _checks.Registry("dataset", {"gaussian_ring": gaussian_ring,
+                                         "gaussian_grid": gaussian_grid, "two_moons": two_moons})
+"""Registry: dataset name -> generator ``(key, n, **options)`` (an unknown name raises a
+``ValueError`` that is also a ``KeyError``)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -174,6 +180,12 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "truck")
 """CIFAR-10 class names, indexed by label (0 is airplane)."""
 
+class DataNotFoundError(FileNotFoundError, ValueError):
+    """A dataset folder or file that is not there: a ``FileNotFoundError`` (it is a missing file)
+    and a ``ValueError`` (it is a bad ``path`` argument), with a message that names the path and
+    the expected layout."""
+
+
 _CIFAR_FOLDER = "cifar-10-batches-py"
 _CIFAR_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 _CIFAR_PIXELS = 3 * 32 * 32
@@ -209,7 +221,7 @@ def _cifar_folder(path, split: str) -> str:
     """The folder holding the batch files: ``path`` itself or ``path/cifar-10-batches-py``."""
     path = os.fspath(path)
     if not os.path.isdir(path):
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"`path` {path!r} is not an existing folder; load_cifar10 never downloads, it expects "
             f"{_cifar_expected(split)}.")
     nested = os.path.join(path, _CIFAR_FOLDER)
@@ -220,7 +232,7 @@ def _cifar_folder(path, split: str) -> str:
         hint = ""
         if os.path.exists(os.path.join(path, "cifar-10-python.tar.gz")):
             hint = " The folder holds cifar-10-python.tar.gz: extract it first (tar -xzf)."
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"`path` {path!r} holds neither {_CIFAR_FILES[split][0]} nor a {_CIFAR_FOLDER}/ "
             f"subfolder; expected {_cifar_expected(split)}.{hint}")
     return path
@@ -230,7 +242,7 @@ def _read_cifar_batch(file: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Reads and checks one batch file; returns its ``(m, 3072)`` uint8 rows and int32 labels."""
     expected = _cifar_expected(split)
     if not os.path.isfile(file):
-        raise FileNotFoundError(f"missing CIFAR-10 batch file {file!r}; expected {expected}.")
+        raise DataNotFoundError(f"missing CIFAR-10 batch file {file!r}; expected {expected}.")
 
     def malformed(what: str) -> ValueError:
         return ValueError(
@@ -284,7 +296,8 @@ def load_cifar10(path: str | os.PathLike, *, split: str = "train",
         (test) for the full dataset.
 
     Raises:
-        FileNotFoundError: if the folder or a batch file is missing (the message names the path
+        DataNotFoundError: a ``FileNotFoundError`` and ``ValueError``, if the folder or a batch
+            file is missing (the message names the path
             and the expected files).
         ValueError: if ``split`` or ``max_examples`` is invalid, or a batch file is malformed (not
             a pickle, wrong keys, wrong shapes or dtype, labels outside 0..9).
@@ -309,7 +322,11 @@ def load_cifar10(path: str | os.PathLike, *, split: str = "train",
     return Dataset(x=x, labels=labels)
 
 
-IMAGE_DATASETS = {"digits": load_digits, "cifar10": load_cifar10}
+IMAGE_DATASETS = _checks.Registry("image dataset", {"digits": load_digits,
+                                                     "cifar10": load_cifar10})
 """Registry: image dataset name -> loader returning a :class:`Dataset` (``cifar10`` takes a path).
 
 Kept apart from :data:`DATASETS`, whose generators take ``(key, n)``: these read fixed datasets."""
+
+IMAGE_SHAPES = {"digits": (8, 8), "cifar10": (32, 32, 3)}
+"""The shape of one image of each dataset of :data:`IMAGE_DATASETS` (NHWC for CIFAR-10)."""

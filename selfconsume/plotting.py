@@ -180,14 +180,16 @@ def _t_quantile_builtin(level: float, df: int) -> float:
 
 def metric_vs_generation(result: SweepResult, metric: str, *, path: str | os.PathLike | None = None,
                          title: str = "", ylabel: str | None = None,
-                         level: float = 0.95) -> Figure:
+                         level: float = 0.95, reference: str | None = None) -> Figure:
     """Seed mean of a per-generation metric against generation, with confidence bands.
 
     One line per grid point (one per combination for several grid axes, a single line without
     grid axes), labelled ``"name=value"``. With one grid axis the colours follow its order
     (viridis); with two, the colour follows the first axis and the line style the second. The
     band is the ``level`` Student-t interval of the mean over seeds (:func:`mean_and_interval`);
-    with one seed no band is drawn.
+    with one seed no band is drawn. With ``reference``, that metric's seed mean is drawn as a thin
+    black dashed line per grid point (e.g. the exact population curve ``exact_reward`` over the
+    sample-based ``reward_mean``).
 
     Args:
         result: a sweep with axes ``("seed", *grid names)``.
@@ -196,17 +198,22 @@ def metric_vs_generation(result: SweepResult, metric: str, *, path: str | os.Pat
         title: the figure title (the study); defaults to the metric name.
         ylabel: the y-axis label (include units); defaults to the metric name.
         level: confidence level of the bands, in ``(0, 1)``.
+        reference: optional key of ``result.values`` shaped like ``metric``, drawn dashed.
 
     Returns:
         The :class:`~matplotlib.figure.Figure` (one axes).
 
     Raises:
-        ValueError: if ``result`` is not a seed-leading :class:`SweepResult`, ``metric`` is not
-            one of its metrics or has the wrong shape, ``level`` is not in ``(0, 1)``, or
-            ``path`` does not end in ``.png``.
+        ValueError: if ``result`` is not a seed-leading :class:`SweepResult`, ``metric`` (or
+            ``reference``) is not one of its metrics or has the wrong shape, ``level`` is not in
+            ``(0, 1)``, or ``path`` does not end in ``.png``.
     """
     _check_result(result)
     values = _metric(result, metric, trailing=1, trailing_name="T + 1")
+    ref = None
+    if reference is not None:
+        ref = np.mean(_metric(result, reference, trailing=1, trailing_name="T + 1",
+                              argument="reference"), axis=0)
     level = _check_level(level)
     title, ylabel = _text("title", title), _text("ylabel", ylabel, optional=True)
     _check_path(path)
@@ -228,6 +235,9 @@ def metric_vs_generation(result: SweepResult, metric: str, *, path: str | os.Pat
         if num_seeds > 1:
             ax.fill_between(gens, low[index], high[index], color=line.get_color(), alpha=band_alpha,
                             linewidth=0)
+        if ref is not None:
+            ax.plot(gens, ref[index], color="black", linewidth=1.0, linestyle="--",
+                    label=reference if index == points[0][0] else None)
     ax.set_xlabel("generation")
     ax.set_ylabel(ylabel if ylabel is not None else metric)
     ax.set_title(title or metric)
@@ -463,6 +473,75 @@ def snapshots(samples, generations, *, reward_fn: Callable[[np.ndarray], Any] | 
     return _finish(fig, path)
 
 
+def image_samples(samples, generations, image_shape: Sequence[int], *,
+                  row_labels: Sequence[str] | None = None, num_images: int = 16,
+                  path: str | os.PathLike | None = None, title: str = "") -> Figure:
+    """A grid of sample images: rows (e.g. real-data fractions) x snapshot generations.
+
+    Each panel tiles the first ``num_images`` samples of its row and generation into a square-ish
+    mosaic; values are clipped to ``[0, 1]`` (grey scale for 2-D image shapes, RGB for
+    ``(H, W, 3)``).
+
+    Args:
+        samples: array of shape ``(R, G, n, prod(image_shape))`` of flattened images.
+        generations: the ``G`` generation numbers, shown as column titles.
+        image_shape: ``(H, W)`` or ``(H, W, 3)``: the shape of one image (row-major flattening).
+        row_labels: optional ``R`` strings shown on the left of each row.
+        num_images: images per panel, ``>= 1`` (at most ``n`` are shown).
+        path: optional ``.png`` file to write (parent folders are created).
+        title: the figure title (the study).
+
+    Returns:
+        The :class:`~matplotlib.figure.Figure` (``R * G`` panels, row-major).
+
+    Raises:
+        ValueError: if the shapes do not fit, ``num_images < 1``, or ``path`` does not end in
+            ``.png``.
+    """
+    x = _numeric("samples", samples)
+    shape = tuple(int(v) for v in image_shape)
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] != 3) or min(shape) < 1:
+        raise ValueError(f"`image_shape` must be (H, W) or (H, W, 3); got {tuple(image_shape)}.")
+    size = int(np.prod(shape))
+    if x.ndim != 4 or x.shape[-1] != size or 0 in x.shape:
+        raise ValueError(f"`samples` must have shape (R, G, n, {size}) with R, G, n >= 1 for "
+                         f"image_shape {shape}; got shape {x.shape}.")
+    num_rows, num_cols, n, _ = x.shape
+    gens = _numeric("generations", generations)
+    if gens.shape != (num_cols,):
+        raise ValueError(f"`generations` must hold {num_cols} numbers; got shape {gens.shape}.")
+    if row_labels is not None and len(row_labels) != num_rows:
+        raise ValueError(f"`row_labels` must hold {num_rows} strings; got {len(row_labels)}.")
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+        raise ValueError(f"`num_images` must be an integer >= 1; got {num_images!r}.")
+    _check_path(path)
+    count = min(num_images, n)
+    across = int(np.ceil(np.sqrt(count)))
+    down = int(np.ceil(count / across))
+    fig = _figure((1.6 * num_cols + 0.6, 1.6 * num_rows + 0.5))
+    axes = fig.subplots(num_rows, num_cols, squeeze=False)
+    for i in range(num_rows):
+        for j in range(num_cols):
+            images = np.clip(np.nan_to_num(x[i, j, :count]), 0.0, 1.0).reshape((count,) + shape)
+            cell = (shape[0] + 1, shape[1] + 1) + shape[2:]  # a one-pixel background gap
+            pad = np.full((across * down,) + cell, 1.0 if len(shape) == 3 else 0.0)
+            pad[:count, : shape[0], : shape[1]] = images
+            mosaic = pad.reshape((down, across) + cell).swapaxes(1, 2).reshape(
+                (down * cell[0], across * cell[1]) + shape[2:])
+            ax = axes[i, j]
+            ax.imshow(mosaic, cmap="gray_r" if len(shape) == 2 else None, vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"generation {_fmt(gens[j])}", fontsize=9)
+            if j == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[i], fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path)
+
+
 def class_proportions(result: SweepResult, metric: str = "class_shares", *,
                       path: str | os.PathLike | None = None, title: str = "",
                       class_names: Sequence[str] | None = None) -> Figure:
@@ -585,18 +664,19 @@ def _check_result(result) -> None:
                          f"got axes {result.axes} (do not select a single seed).")
 
 
-def _metric(result: SweepResult, metric, *, trailing, trailing_name: str) -> np.ndarray:
+def _metric(result: SweepResult, metric, *, trailing, trailing_name: str,
+            argument: str = "metric") -> np.ndarray:
     """``result.values[metric]`` as a float64 array with ``trailing`` extra axes (int or tuple)."""
     available = dict(_named_leaves(result.values))
     if not isinstance(metric, str) or metric not in available:
-        raise ValueError(f"`metric` must be one of the result's metrics {sorted(available)}; "
+        raise ValueError(f"`{argument}` must be one of the result's metrics {sorted(available)}; "
                          f"got {metric!r}.")
-    a = _numeric("metric", available[metric], label=metric)
+    a = _numeric(argument, available[metric], label=metric)
     lead = result.shape
     allowed = (trailing,) if isinstance(trailing, int) else tuple(trailing)
     if a.shape[:len(lead)] != lead or a.ndim - len(lead) not in allowed:
         grid = ", ".join(f"{n}={s}" for n, s in zip(result.axes, lead))
-        raise ValueError(f"`metric` {metric!r} must have shape (num_seeds, *grid sizes, "
+        raise ValueError(f"`{argument}` {metric!r} must have shape (num_seeds, *grid sizes, "
                          f"{trailing_name}) with leading sizes ({grid}); got shape {a.shape}.")
     return a
 

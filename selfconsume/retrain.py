@@ -126,6 +126,18 @@ def _all_finite(tree: PyTree) -> Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
+def _check_loop_args(model, reward_fn, config) -> None:
+    """Checks the static arguments of :func:`run` and :func:`retrain_step`."""
+    if not isinstance(config, LoopConfig):
+        raise ValueError(f"`config` must be a selfconsume.LoopConfig; got {type(config).__name__}.")
+    if not isinstance(model, GenerativeModel):
+        raise ValueError(f"`model` must be a selfconsume.models.GenerativeModel (e.g. "
+                         f"sc.models.get('gaussian', dim=2)); got {type(model).__name__}.")
+    if not callable(reward_fn):
+        raise ValueError(f"`reward_fn` must be callable as reward_fn(samples) -> (n,) rewards; got "
+                         f"{type(reward_fn).__name__}.")
+
+
 def _check_hyper(hyper: Hyperparams, config: LoopConfig) -> None:
     if not isinstance(hyper, Hyperparams):
         raise ValueError(f"`hyper` must be a selfconsume.Hyperparams; got {type(hyper).__name__}.")
@@ -144,7 +156,9 @@ def _check_real(real_data, real_weights, spec, config: LoopConfig):
     """Checks the real data against the model's sample shape; returns (data, normalised weights)."""
     if real_data is None:
         if real_weights is not None:
-            raise ValueError("`real_weights` was given without `real_data`.")
+            raise ValueError(f"`real_weights` was given without `real_data` (got real_data=None "
+                             f"and real_weights of shape {jnp.shape(real_weights)}); pass both or "
+                             "neither.")
         return None, None
     real_data = jnp.asarray(real_data)
     if real_data.ndim != len(spec.shape) or real_data.shape[1:] != spec.shape[1:] or (
@@ -155,6 +169,7 @@ def _check_real(real_data, real_weights, spec, config: LoopConfig):
             if len(spec.shape) > 1 else
             f"`real_data` must have shape (N,) with N >= 1 like the model's samples; got shape "
             f"{real_data.shape}.")
+    _checks.finite("real_data", real_data)
     n_real = real_data.shape[0]
     if real_weights is None:
         weights = jnp.full((n_real,), 1.0 / n_real)
@@ -162,8 +177,7 @@ def _check_real(real_data, real_weights, spec, config: LoopConfig):
         weights = jnp.asarray(real_weights, jnp.result_type(float))
         if weights.shape != (n_real,):
             raise ValueError(f"`real_weights` must have shape ({n_real},); got {weights.shape}.")
-        if _checks.is_concrete(weights) and not float(jnp.sum(weights)) > 0:
-            raise ValueError("`real_weights` must not all be zero; got an all-zero array.")
+        _checks.weights("real_weights", weights)
         weights = weights / jnp.sum(weights)
     return real_data.astype(spec.dtype), weights
 
@@ -243,6 +257,7 @@ def retrain_step(
         ``(new_state, info)``; ``info`` describes the candidates drawn from ``state`` and whether
         the refit stayed finite.
     """
+    _check_loop_args(model, reward_fn, config)
     _check_hyper(hyper, config)
     spec = _sample_spec(model, state.params, config)
     real_data, real_weights = _check_real(real_data, real_weights, spec, config)
@@ -407,6 +422,7 @@ def run(
         ``params0``), including ``fit_is_finite`` (whether the refit from generation ``t`` stayed
         finite; at ``t = T``, whether the final params are finite).
     """
+    _check_loop_args(model, reward_fn, config)
     _check_hyper(hyper, config)
     real_data, real_weights = prepare_real(params0, real_data, real_weights, model=model,
                                            config=config)

@@ -23,7 +23,9 @@ import numbers
 from typing import Any, Callable
 
 import jax.numpy as jnp
+import numpy as np
 
+from selfconsume import _checks
 from selfconsume.types import Array, ArrayLike, PyTree
 
 __all__ = ["distance", "linear", "table", "class_probability", "confidence", "log_density",
@@ -56,6 +58,8 @@ def distance(center: ArrayLike, *, scale: ArrayLike = 1.0, radius: ArrayLike = 0
         ``reward(x: (n, d)) -> (n,)``.
     """
     center = _vector("center", center)
+    _check_scale(scale)
+    _checks.scalar("radius", radius, minimum=0.0)
 
     def reward(x: Array) -> Array:
         x = _check_points(jnp.asarray(x), center.shape[0])
@@ -68,6 +72,7 @@ def distance(center: ArrayLike, *, scale: ArrayLike = 1.0, radius: ArrayLike = 0
 def linear(direction: ArrayLike, *, scale: ArrayLike = 1.0) -> RewardFn:
     """The linear reward ``scale * <direction, x>``; returns ``reward(x: (n, d)) -> (n,)``."""
     direction = _vector("direction", direction)
+    _check_scale(scale)
 
     def reward(x: Array) -> Array:
         return scale * (_check_points(jnp.asarray(x), direction.shape[0]) @ direction)
@@ -83,6 +88,14 @@ def table(values: ArrayLike) -> RewardFn:
         x = jnp.asarray(x)
         if x.ndim != 1:
             raise ValueError(f"the reward expects state indices of shape (n,); got {x.shape}.")
+        if not jnp.issubdtype(x.dtype, jnp.integer):
+            raise ValueError(f"the reward expects integer state indices; got dtype {x.dtype}.")
+        if _checks.is_concrete(x) and x.size:
+            a = np.asarray(x)
+            if a.min() < 0 or a.max() >= values.shape[0]:
+                raise ValueError(
+                    f"the reward expects state indices in [0, {values.shape[0] - 1}] (one per "
+                    f"entry of `values`); got values in [{a.min()}, {a.max()}].")
         return values[x]
 
     return reward
@@ -192,7 +205,9 @@ def log_density(model: Any, params: PyTree, *, scale: ArrayLike = 1.0) -> Reward
     return reward
 
 
-REWARDS = {"distance": distance, "linear": linear, "table": table,
-           "class_probability": class_probability, "confidence": confidence,
-           "log_density": log_density}
-"""Registry: reward name -> factory."""
+REWARDS = _checks.Registry("reward", {
+    "distance": distance, "linear": linear, "table": table,
+    "class_probability": class_probability, "confidence": confidence,
+    "log_density": log_density})
+"""Registry: reward name -> factory (an unknown name raises a ``ValueError`` that is also a
+``KeyError``)."""

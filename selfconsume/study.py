@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
+import glob
 import json
 import math
 import os
@@ -37,7 +38,7 @@ from selfconsume import retrain
 from selfconsume import rewards as rewards_lib
 from selfconsume.sweep import SweepResult, _atomic_write
 
-__all__ = ["ConfigError", "ClaimFailed", "load_config", "validate", "run_study", "resume",
+__all__ = ["ConfigError", "ClaimFailed", "NumericalError", "load_config", "validate", "run_study", "resume",
            "replot", "DEMO", "to_toml"]
 
 
@@ -49,13 +50,21 @@ class ClaimFailed(RuntimeError):
     """A study's claim did not hold (the results are saved)."""
 
 
+class NumericalError(RuntimeError):
+    """A run turned non-finite; the message names the generation and grid point, and the results
+    computed before it are saved (``results.npz`` with ``metadata["complete"] = False``)."""
+
+
+CLASSIFIER_REWARDS = ("class_probability", "confidence")
 GRID_AXES = ("real_fraction", "beta", "num_candidates", "reward_scale", "learning_rate")
 _REQUIRED = object()
 
 # section -> key -> (kind, default); kinds: str, int, float, bool, table, list, "float_or_inf"
 SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
     "": {"name": ("str", _REQUIRED), "description": ("str", ""), "quick": ("bool", False)},
-    "data": {"name": ("str", _REQUIRED), "num_points": ("int", 4096), "options": ("table", {})},
+    "data": {"name": ("str", _REQUIRED), "num_points": ("int", 4096), "options": ("table", {}),
+             "path": ("str", "")},
+    "classifier": {"steps": ("int", 2000), "hidden": ("list", [256, 128]), "seed": ("int", 0)},
     "model": {"name": ("str", _REQUIRED), "options": ("table", {})},
     "reward": {"name": ("str", _REQUIRED), "mode": ("int", -1), "options": ("table", {})},
     "loop": {"num_generations": ("int", 20), "num_samples": ("int", 1024), "k": ("int", 4),
@@ -63,13 +72,15 @@ SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
              "real_fraction": ("float", 0.0), "num_candidates": ("int", 0),
              "checkpoint_every": ("int", 0)},
     "sweep": {"seeds": ("int", 8), "seed": ("int", 0), "grid": ("table", {})},
-    "metrics": {"mode_shares": ("bool", True), "snapshot_points": ("int", 0)},
+    "metrics": {"mode_shares": ("bool", True), "snapshot_points": ("int", 0),
+                "exact": ("bool", False), "exact_grid": ("table", {"bins": 128, "low": -1.5,
+                                                                  "high": 1.5})},
     "plots": {"metrics": ("list", ["reward_mean"]), "snapshots": ("list", [])},
     "claims": {},
 }
 CLAIM_KEYS = {"description": "str", "metric": "str", "where": "table", "test": "str",
-              "value": "float", "generation": "int", "over": "str"}
-CLAIM_TESTS = ("increases", "decreases", "above", "below")
+              "value": "float", "generation": "int", "over": "str", "reference": "str"}
+CLAIM_TESTS = ("increases", "decreases", "above", "below", "matches")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -105,6 +116,9 @@ def load_config(path: str | None = None, *, text: str | None = None,
             cfg = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path!r} does not exist") from None
+    except OSError as err:  # a folder, no permission, ...
+        raise ConfigError(f"configuration file {path!r} cannot be read: "
+                          f"{err.strerror or err}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"configuration {path or '<text>'!r} is not valid TOML: {err}") from None
     for item in overrides:
@@ -175,8 +189,21 @@ def validate(cfg: dict) -> dict:
     if "quick_overrides" in cfg:
         out["quick_overrides"] = cfg["quick_overrides"]
     d, m, r, lp, sw = out["data"], out["model"], out["reward"], out["loop"], out["sweep"]
-    _need("data.name", d["name"] in data_lib.DATASETS, f"one of {sorted(data_lib.DATASETS)}",
-          d["name"])
+    datasets = sorted(data_lib.DATASETS) + sorted(data_lib.IMAGE_DATASETS)
+    _need("data.name", d["name"] in datasets, f"one of {datasets}", d["name"])
+    _need("data.path", d["name"] != "cifar10" or d["path"] != "", "the folder holding the CIFAR-10 "
+          "python batches (with data.name = \"cifar10\")", d["path"])
+    _need("data.options", d["name"] not in data_lib.IMAGE_DATASETS or not d["options"],
+          "empty for an image dataset", d["options"])
+    _need("reward.name", r["name"] not in CLASSIFIER_REWARDS or d["name"] in
+          data_lib.IMAGE_DATASETS, f"a reward of point data (the classifier rewards "
+          f"{list(CLASSIFIER_REWARDS)} need data.name in {sorted(data_lib.IMAGE_DATASETS)})",
+          r["name"])
+    c = out["classifier"]
+    _need("classifier.steps", c["steps"] >= 1, "an integer >= 1", c["steps"])
+    _need("classifier.hidden", len(c["hidden"]) >= 1 and all(
+        isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in c["hidden"]),
+        "a non-empty list of integers >= 1", c["hidden"])
     _need("model.name", m["name"] in models_lib.MODELS, f"one of {sorted(models_lib.MODELS)}",
           m["name"])
     _need("reward.name", r["name"] in rewards_lib.REWARDS, f"one of {sorted(rewards_lib.REWARDS)}",
@@ -210,6 +237,12 @@ def validate(cfg: dict) -> dict:
                   "used with model.name = \"flow_matching\" only", m["name"])
     _need("metrics.snapshot_points", out["metrics"]["snapshot_points"] >= 0, "an integer >= 0",
           out["metrics"]["snapshot_points"])
+    grid = out["metrics"]["exact_grid"]
+    _need("metrics.exact_grid", set(grid) == {"bins", "low", "high"} and isinstance(
+        grid["bins"], int) and grid["bins"] >= 1 and all(
+        isinstance(grid[b], (int, float)) and not isinstance(grid[b], bool) for b in ("low", "high"))
+        and grid["low"] < grid["high"], "a table { bins = integer >= 1, low = number, high = "
+        "number > low }", grid)
     claims = cfg.get("claims", [])
     _need("claims", isinstance(claims, list), "an array of tables [[claims]]", claims)
     out["claims"] = []
@@ -229,6 +262,11 @@ def validate(cfg: dict) -> dict:
             if key not in c:
                 raise ConfigError(f"`{where}.{key}` is required")
         _need(f"{where}.test", c["test"] in CLAIM_TESTS, f"one of {list(CLAIM_TESTS)}", c["test"])
+        if c["test"] == "matches":
+            _need(f"{where}.reference", "reference" in c, "the metric to match (with test = "
+                  '"matches")', c.get("reference"))
+            _need(f"{where}.value", c["value"] > 0, "a number of standard errors > 0 (with test "
+                  '= "matches")', c["value"])
         _need(f"{where}.over", c["over"] in ("every_seed", "mean"), '"every_seed" or "mean"',
               c["over"])
         for axis in c["where"]:
@@ -288,22 +326,71 @@ class _Plan:
     init_fn: Any
     chunk_fn: Any
     final_fn: Any
+    exact: np.ndarray | None = None  # (num_configs, T + 1) exact expected reward, or None
+    notes: dict = dataclasses.field(default_factory=dict)  # e.g. the classifier's accuracy
+    checked: bool = False
+    class_names: tuple[str, ...] | None = None
+    image_shape: tuple[int, ...] | None = None
 
 
-def _build(cfg: dict) -> _Plan:
+def _load_images(d: dict, seed: int):
+    """``(real, train, test, class_names)``: the loop's real images, flattened, and the
+    classifier's 80/20 split of the whole labelled set (one fixed permutation of ``seed``)."""
+    try:
+        if d["name"] == "cifar10":
+            ds = data_lib.load_cifar10(d["path"])
+            names = data_lib.CIFAR10_CLASSES
+        else:
+            ds = data_lib.load_digits()
+            names = tuple(str(i) for i in range(10))
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"`data.path` = {d['path']!r}: {err}") from None
+    x = np.asarray(ds.x, np.float32).reshape(ds.x.shape[0], -1)
+    perm = np.random.default_rng(seed).permutation(x.shape[0])
+    cut = int(0.8 * x.shape[0])
+    real = jnp.asarray(x[perm[: min(d["num_points"], x.shape[0])]])
+    train = (x[perm[:cut]], ds.labels[perm[:cut]])
+    test = (x[perm[cut:]], ds.labels[perm[cut:]])
+    return real, train, test, names
+
+
+def _train_classifier(cfg: dict, train, test):
+    from selfconsume import classifier as classifier_lib
+
+    c = cfg["classifier"]
+    clf = classifier_lib.train(jax.random.key(c["seed"]), train[0], train[1], num_classes=10,
+                               hidden=tuple(c["hidden"]), steps=c["steps"])
+    return clf, float(clf.accuracy(test[0], test[1]))
+
+
+def _build(cfg: dict, *, checked: bool = False) -> _Plan:
     d, m, r, lp, sw, me = (cfg[k] for k in ("data", "model", "reward", "loop", "sweep",
                                              "metrics"))
     key_data, key_seeds = jax.random.split(jax.random.key(sw["seed"]))
+    classifier, notes, class_names, image_shape = None, {}, None, None
+    if d["name"] in data_lib.IMAGE_DATASETS:
+        real, train, test, class_names = _load_images(d, sw["seed"])
+        image_shape = data_lib.IMAGE_SHAPES[d["name"]]
+        centers = None
+        if r["name"] in CLASSIFIER_REWARDS:
+            classifier, notes["classifier_test_accuracy"] = _train_classifier(cfg, train, test)
+    else:
+        try:
+            real, extra = data_lib.DATASETS[d["name"]](key_data, d["num_points"], **d["options"])
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"`data.options` do not fit dataset {d['name']!r}: {err}") from None
+        centers = extra if (extra.ndim == 2 and extra.shape[-1] == real.shape[-1]) else None
+    m_opts = dict(m["options"])
+    if "dim" not in m_opts and m["name"] in ("gaussian", "gmm", "kde", "flow_matching",
+                                             "histogram"):
+        m_opts["dim"] = int(real.shape[-1])  # the data's dimension unless given
     try:
-        real, extra = data_lib.DATASETS[d["name"]](key_data, d["num_points"], **d["options"])
-    except TypeError as err:
-        raise ConfigError(f"`data.options` do not fit dataset {d['name']!r}: {err}") from None
-    centers = extra if (extra.ndim == 2 and extra.shape[-1] == real.shape[-1]) else None
-    try:
-        model = models_lib.MODELS[m["name"]](**m["options"])
+        model = models_lib.MODELS[m["name"]](**m_opts)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"`model.options` do not fit model {m['name']!r}: {err}") from None
     r_opts = dict(r["options"])
+    if classifier is not None:
+        r_opts["classifier"] = classifier
     if r["mode"] >= 0:
         _need("reward.mode", centers is not None and r["mode"] < centers.shape[0],
               f"a mode index of dataset {d['name']!r}", r["mode"])
@@ -348,6 +435,13 @@ def _build(cfg: dict) -> _Plan:
                     out["rewarded_mode_share"] = shares[r["mode"]]
             if d["name"] == "two_moons":
                 out["upper_moon_share"] = jnp.mean(data_lib.moon_of(info.candidates) == 0)
+            if classifier is not None:  # class proportions of the model, by the classifier
+                shares = jnp.mean(jax.nn.one_hot(classifier.predict(info.candidates),
+                                                 classifier.num_classes), axis=0)
+                out["class_shares"] = shares
+                out["class_entropy"] = metrics_lib.entropy(shares)
+                if "class_index" in r_opts:
+                    out["rewarded_class_share"] = shares[r_opts["class_index"]]
             if me["snapshot_points"]:
                 out["samples"] = info.candidates[: me["snapshot_points"]]
             return out
@@ -378,10 +472,55 @@ def _build(cfg: dict) -> _Plan:
         return retrain.final_record(loop_keys(seed_key)[-1], state, hyper, **kw)
 
     init_fn = jax.jit(jax.vmap(init_one))
-    chunk_fn = jax.jit(jax.vmap(chunk_one, in_axes=(0, 0, None, 0)))
+    chunk_fn = jax.vmap(chunk_one, in_axes=(0, 0, None, 0))
+    if checked:  # NaN/inf produced by any operation, out-of-bounds indexing: readable errors
+        from jax.experimental import checkify
+
+        chunk_fn = checkify.checkify(chunk_fn, errors=checkify.float_checks |
+                                     checkify.index_checks)
+    chunk_fn = jax.jit(chunk_fn)
     final_fn = jax.jit(jax.vmap(final_one))
+    exact = None
+    if me["exact"]:
+        exact = np.tile(_exact_rewards(cfg, model, real, lambda scale: factory(**r_opts,
+                                                                                scale=scale),
+                                       base_scale, {n: v[:num_points] for n, v in points.items()},
+                                       num_points), (sw["seeds"], 1))
     return _Plan(cfg, real, centers, seed_keys, points, grid_names, grid_shape, config, chunk,
-                 init_fn, chunk_fn, final_fn)
+                 init_fn, chunk_fn, final_fn, exact=exact, notes=notes, class_names=class_names,
+                 image_shape=image_shape, checked=checked)
+
+
+def _exact_rewards(cfg, model, real, reward_factory, base_scale, points, num_points):
+    """The expected reward of the population dynamics (:mod:`selfconsume.theory`) for each grid
+    point, ``(num_points, T + 1)``: the real data's histogram on a grid is ``p_0`` and ``p_data``,
+    the rewards are those of the cell centres (with ``model.name = "histogram"`` the model's own
+    grid, so the sample-based loop follows exactly these dynamics up to sampling noise)."""
+    from selfconsume import theory
+
+    m, lp = cfg["model"], cfg["loop"]
+    if m["name"] == "histogram":
+        defaults = {"low": -1.5, "high": 1.5}
+        grid = {"bins": m["options"].get("bins"), **{b: m["options"].get(b, defaults[b])
+                                                     for b in defaults}}
+    else:
+        grid = cfg["metrics"]["exact_grid"]
+    _need("metrics.exact", real.ndim == 2 and grid["bins"] ** real.shape[1] <= 2 ** 22,
+          f"used with 2-D point data on at most 2**22 grid cells (data shape {real.shape}, "
+          f"{grid['bins']} bins per axis)", True)
+    hist = models_lib.histogram(grid["bins"], grid["low"], grid["high"], real.shape[1])
+    p0 = hist.init(jax.random.key(0), real).probs
+    cells = models_lib.histogram_centers(grid["bins"], grid["low"], grid["high"], real.shape[1])
+    out = []
+    for g in range(num_points):
+        point = {n: v[g].item() for n, v in points.items()}
+        rewards = reward_factory(point.get("reward_scale", base_scale))(cells)
+        k = point.get("num_candidates", lp["num_candidates"] or lp["k"])
+        traj = theory.trajectory(p0, rewards, num_generations=lp["num_generations"], k=int(k),
+                                 beta=point.get("beta", lp["beta"]), p_data=p0,
+                                 real_fraction=point.get("real_fraction", lp["real_fraction"]))
+        out.append(np.asarray(traj @ rewards))
+    return np.stack(out)
 
 
 def _save_checkpoint(run_dir: str, done: int, state, history: dict) -> None:
@@ -422,6 +561,42 @@ def _progress(total: int, initial: int, quiet: bool, name: str):
     return tqdm(total=total, initial=initial, desc=name, unit="gen")
 
 
+def _result(plan: _Plan, history: dict, *, complete: bool = True) -> SweepResult:
+    """The history (configuration axis first) as a seed-leading :class:`SweepResult`."""
+    if plan.exact is not None:
+        num_gens = next(iter(history.values())).shape[1]
+        history = dict(history, exact_reward=plan.exact[:, :num_gens])
+    seeds = plan.cfg["sweep"]["seeds"]
+    values = {k: v.reshape((seeds,) + plan.grid_shape + v.shape[1:]) for k, v in history.items()}
+    coords = {"seed": np.arange(seeds)}
+    coords.update({k: np.asarray(v) for k, v in plan.cfg["sweep"]["grid"].items()})
+    metadata = {"study": plan.cfg["name"], "num_generations": plan.config.num_generations,
+                "checkpoint_every": plan.chunk, "complete": complete, "jax": jax.__version__,
+                "device": jax.devices()[0].device_kind, **plan.notes}
+    return SweepResult(values=values, axes=("seed",) + plan.grid_names, coords=coords,
+                       metadata=metadata)
+
+
+def _describe_config(plan: _Plan, index: int) -> str:
+    """"seed s, real_fraction=0.1, ..." for a flat configuration index."""
+    num_points = len(plan.seed_keys) // plan.cfg["sweep"]["seeds"]
+    point = ", ".join(f"{name}={values[index]:g}" for name, values in plan.points.items())
+    return f"seed {index // num_points}" + (f", {point}" if point else "")
+
+
+def _stop(plan: _Plan, run_dir: str, history: dict, generation: int, what: str):
+    """Saves the results of generations ``0..generation`` and raises :class:`NumericalError`."""
+    kept = {k: v[:, : generation + 1] for k, v in history.items()}
+    if kept and next(iter(kept.values())).shape[1] > 0:
+        result = _result(plan, kept, complete=False)
+        result.metadata["stopped_at_generation"] = generation
+        result.save(run_dir, name="results")
+        saved = f"generations 0..{generation} are saved in {os.path.join(run_dir, 'results.npz')}"
+    else:
+        saved = "nothing was computed before it"
+    raise NumericalError(f"generation {generation}: {what}; {saved}")
+
+
 def _execute(plan: _Plan, run_dir: str, *, quiet: bool, start=None) -> SweepResult:
     points = _point_arrays(plan)
     t, chunk = plan.config.num_generations, plan.chunk
@@ -430,27 +605,42 @@ def _execute(plan: _Plan, run_dir: str, *, quiet: bool, start=None) -> SweepResu
     else:
         done, state, history = start
     bar = _progress(t, done, quiet, plan.cfg["name"])
-    while done < t:
-        state, hist = plan.chunk_fn(state, plan.seed_keys, jnp.int32(done), points)
-        hist = jax.tree_util.tree_map(np.asarray, hist)
-        history = {k: np.concatenate([history[k], v], axis=1) if k in history else v
-                   for k, v in hist.items()}
-        done += chunk
-        _save_checkpoint(run_dir, done, state, history)
+    try:
+        while done < t:
+            out = plan.chunk_fn(state, plan.seed_keys, jnp.int32(done), points)
+            if plan.checked:
+                err, out = out
+                message = err.get()
+                if message is not None:
+                    first = message.strip().splitlines()[0]
+                    _stop(plan, run_dir, history, done - 1,
+                          f"checked mode: {first} (during generations {done}..{done + chunk - 1})")
+            state, hist = out
+            hist = jax.tree_util.tree_map(np.asarray, hist)
+            bad = ~hist["fit_is_finite"].astype(bool)  # (configs, chunk)
+            merged = {k: np.concatenate([history[k], v], axis=1) if k in history else v
+                      for k, v in hist.items()}
+            if bad.any():  # the last checkpoint (all finite) is kept
+                step = int(np.argmax(bad.any(axis=0)))
+                configs = np.flatnonzero(bad[:, step])
+                _stop(plan, run_dir, merged, done + step,
+                      f"the refit is not finite for {_describe_config(plan, int(configs[0]))} "
+                      f"({len(configs)} of {bad.shape[0]} configurations)")
+            history = merged
+            done += chunk
+            _save_checkpoint(run_dir, done, state, history)
+            if bar is not None:
+                bar.update(chunk)
+    finally:
         if bar is not None:
-            bar.update(chunk)
-    if bar is not None:
-        bar.close()
+            bar.close()
     last = jax.tree_util.tree_map(np.asarray, plan.final_fn(state, plan.seed_keys, points))
+    if not last["fit_is_finite"].all():
+        configs = np.flatnonzero(~last["fit_is_finite"].astype(bool))
+        _stop(plan, run_dir, history, t - 1, f"the final params are not finite for "
+              f"{_describe_config(plan, int(configs[0]))} ({len(configs)} configurations)")
     history = {k: np.concatenate([history[k], last[k][:, None]], axis=1) for k in history}
-    seeds = plan.cfg["sweep"]["seeds"]
-    values = {k: v.reshape((seeds,) + plan.grid_shape + v.shape[1:]) for k, v in history.items()}
-    coords = {"seed": np.arange(seeds)}
-    coords.update({k: np.asarray(v) for k, v in plan.cfg["sweep"]["grid"].items()})
-    metadata = {"study": plan.cfg["name"], "num_generations": t, "checkpoint_every": chunk,
-                "jax": jax.__version__, "device": jax.devices()[0].device_kind}
-    return SweepResult(values=values, axes=("seed",) + plan.grid_names, coords=coords,
-                       metadata=metadata)
+    return _result(plan, history)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -484,6 +674,16 @@ def evaluate_claims(result: SweepResult, claims: list[dict]) -> list[dict]:
         if claim["over"] == "mean":
             v = v.mean(axis=0, keepdims=True)
         test, value, gen = claim["test"], claim["value"], claim["generation"]
+        if test == "matches":  # |seed mean - reference| <= value standard errors, every generation
+            ref = _select(result, claim["reference"], claim["where"])
+            ref = ref.reshape(ref.shape[0], -1, ref.shape[-1]).mean(axis=0)
+            v = _select(result, claim["metric"], claim["where"])
+            v = v.reshape(v.shape[0], -1, v.shape[-1])
+            se = v.std(axis=0, ddof=1) / np.sqrt(v.shape[0]) if v.shape[0] > 1 else np.inf
+            z = np.abs(v.mean(axis=0) - ref) / np.maximum(se, 1e-12)
+            out.append(dict(claim, holds=bool(np.all(z <= value)),
+                            observed=z.max(axis=-1).tolist()))
+            continue
         if test == "increases":
             ok, stat = v[..., -1] > v[..., 0], v[..., -1] - v[..., 0]
         elif test == "decreases":
@@ -525,7 +725,10 @@ def _figures(result: SweepResult, cfg: dict, run_dir: str, plan: _Plan | None = 
     for metric in cfg["plots"]["metrics"]:
         if metric in result.values:
             path = os.path.join(folder, f"{metric}.png")
-            plotting.metric_vs_generation(result, metric, path=path, title=title)
+            reference = ("exact_reward" if metric == "reward_mean" and "exact_reward" in
+                         result.values else None)
+            plotting.metric_vs_generation(result, metric, path=path, title=title,
+                                          reference=reference)
             written.append(path)
     if len(result.axes) == 3:
         for metric in cfg["plots"]["metrics"][:1]:
@@ -533,13 +736,25 @@ def _figures(result: SweepResult, cfg: dict, run_dir: str, plan: _Plan | None = 
                 path = os.path.join(folder, f"{metric}_heatmap.png")
                 plotting.heatmap(result, metric, path=path, title=title)
                 written.append(path)
+    if "class_shares" in result.values:
+        path = os.path.join(folder, "class_proportions.png")
+        plotting.class_proportions(result, path=path, title=title, class_names=None if plan is None
+                                   else plan.class_names)
+        written.append(path)
     gens = [g for g in cfg["plots"]["snapshots"] if 0 <= g <= cfg["loop"]["num_generations"]]
     samples = result.values.get("samples")
-    if gens and samples is not None and samples.shape[-1] == 2:
+    grid_axes = result.axes[1:]
+    labels = [", ".join(f"{a}={result.coords[a][i].item():g}" for a, i in zip(grid_axes, idx))
+              for idx in np.ndindex(*[len(result.coords[a]) for a in grid_axes])] or [""]
+    image_shape = data_lib.IMAGE_SHAPES.get(cfg["data"]["name"])
+    if gens and samples is not None and image_shape is not None:
+        rows = samples[0].reshape((-1,) + samples.shape[-3:])  # seed 0: (points, T + 1, n, d)
+        path = os.path.join(folder, "samples.png")
+        plotting.image_samples(rows[:, gens], gens, image_shape, row_labels=labels, path=path,
+                               title=title)
+        written.append(path)
+    elif gens and samples is not None and samples.shape[-1] == 2:
         rows = samples[0].reshape((-1,) + samples.shape[-3:])  # seed 0: (points, T + 1, n, 2)
-        grid_axes = result.axes[1:]
-        labels = [", ".join(f"{a}={result.coords[a][i].item():g}" for a, i in zip(grid_axes, idx))
-                  for idx in np.ndindex(*[len(result.coords[a]) for a in grid_axes])] or [""]
         reward_fn = None
         if plan is not None:
             r = cfg["reward"]
@@ -583,35 +798,50 @@ def new_run_dir(cfg: dict, out: str | None, *, force: bool) -> str:
     return out
 
 
-def run_study(cfg: dict, run_dir: str, *, quiet: bool = False) -> dict:
+def run_study(cfg: dict, run_dir: str, *, quiet: bool = False, checked: bool = False) -> dict:
     """Runs a validated study into ``run_dir`` (which must exist) and writes every output.
+
+    Args:
+        cfg: a validated configuration (:func:`load_config`).
+        run_dir: the run folder.
+        quiet: no progress bar.
+        checked: compile with ``jax.experimental.checkify`` float and index checks, so that the
+            first operation producing a NaN or inf (or indexing out of bounds) stops the run with
+            its location (slower; for debugging).
 
     Returns:
         The summary (also ``run_dir/summary.json``).
+
+    Raises:
+        NumericalError: a refit (or, in checked mode, any operation) turned non-finite; the
+            results of the generations before it are saved.
     """
     _atomic_write(os.path.join(run_dir, "config.toml"), lambda f: f.write(to_toml(cfg)),
                   binary=False)
     for stale in ("checkpoint.npz", "summary.json"):
         if os.path.exists(os.path.join(run_dir, stale)):
             os.remove(os.path.join(run_dir, stale))
-    plan = _build(cfg)
+    plan = _build(cfg, checked=checked)
     result = _execute(plan, run_dir, quiet=quiet)
     summary = _write_outputs(result, cfg, run_dir, plan)
     os.remove(os.path.join(run_dir, "checkpoint.npz"))
     return summary
 
 
-def resume(run_dir: str, *, quiet: bool = False) -> dict:
+def resume(run_dir: str, *, quiet: bool = False, checked: bool = False) -> dict:
     """Continues an interrupted run from its last checkpoint (or from the start if none)."""
     path = os.path.join(run_dir, "config.toml")
     if not os.path.exists(path):
         raise ConfigError(f"{run_dir!r} is not a run folder: {path!r} is missing")
     cfg = load_config(path)
+    for folder in (run_dir, os.path.join(run_dir, "figures")):  # left by a write that was killed
+        for stale in glob.glob(os.path.join(folder, ".*.tmp")):
+            os.remove(stale)
     if os.path.exists(os.path.join(run_dir, "summary.json")) and not os.path.exists(
             os.path.join(run_dir, "checkpoint.npz")):
         with open(os.path.join(run_dir, "summary.json")) as f:
             return json.load(f)  # already complete
-    plan = _build(cfg)
+    plan = _build(cfg, checked=checked)
     start = None
     if os.path.exists(os.path.join(run_dir, "checkpoint.npz")):
         start = _load_checkpoint(run_dir, plan)

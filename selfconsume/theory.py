@@ -108,7 +108,8 @@ def _prepare(p, rewards, *, name: str = "p"):
             f"{jnp.shape(p)}.")
     _checks.probability_vector(name, p)
     if _checks.is_concrete(rewards) and not np.all(np.isfinite(np.asarray(rewards))):
-        raise ValueError("`rewards` must be finite on the support; got non-finite entries.")
+        raise ValueError(f"`rewards` must be finite on the support; got {_checks._show(rewards)} "
+                         "with non-finite entries.")
     dtype = jnp.promote_types(jnp.asarray(p).dtype, jnp.asarray(rewards).dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)

@@ -116,28 +116,45 @@ value = 2.0
     assert [c["holds"] for c in claims] == [True, True, False]
 
 
-def test_killed_run_resumes_to_identical_results(demo_run, tmp_path):
+def _killed_at(point: str, out: str) -> bool:
+    """Whether the run writing into ``out`` has reached ``point``: "compiling" (config written,
+    no checkpoint yet), "generation N" (checkpoint after N generations), or "outputs" (results
+    being written)."""
+    if point == "compiling":
+        return os.path.exists(os.path.join(out, "config.toml"))
+    if point == "outputs":
+        return os.path.exists(os.path.join(out, "results.npz"))
+    checkpoint = os.path.join(out, "checkpoint.npz")
+    if not os.path.exists(checkpoint):
+        return False
+    with np.load(checkpoint) as z:
+        return int(z["done"]) >= int(point.split()[1])
+
+
+@pytest.mark.parametrize("point", ["compiling", "generation 1", "generation 3", "outputs"])
+def test_killed_run_resumes_to_identical_results(demo_run, tmp_path, point):
+    """SIGKILL at several points of a run (4 generations, a checkpoint after each), then
+    `selfconsume resume`: the results equal those of the uninterrupted run bit for bit."""
     out = str(tmp_path / "killed")
     proc = subprocess.Popen([sys.executable, "-m", "selfconsume.cli", "demo", "--out", out] + QUICK,
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = os.path.join(out, "checkpoint.npz")
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(checkpoint):
-            with np.load(checkpoint) as z:
-                if int(z["done"]) >= 2:  # killed after two of four generations
-                    break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
+    while time.time() < deadline and proc.poll() is None and not _killed_at(point, out):
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the run finished before it could be killed at {point}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(os.path.join(out, "summary.json"))
     assert cli.main(["resume", out, "--quiet"]) == 0
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp") or f == "checkpoint.npz"]
     with np.load(os.path.join(out, "results.npz")) as a, \
             np.load(os.path.join(demo_run, "results.npz")) as b:
         assert set(a.files) == set(b.files)
         for name in a.files:
             np.testing.assert_array_equal(a[name], b[name])
+    with open(os.path.join(out, "summary.json")) as f, \
+            open(os.path.join(demo_run, "summary.json")) as g:
+        assert json.load(f)["claims"] == json.load(g)["claims"]
 
 
 def test_plot_redraws_figures(demo_run, capsys):
@@ -165,3 +182,134 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         study._atomic_write(str(path), broken, binary=False)
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["summary.json"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.name='cifar10'", "`data.path` must be the folder holding the CIFAR-10"),
+        ("reward.name='confidence'", "`reward.name` must be a reward of point data"),
+        ("metrics.exact_grid={bins=0, low=-1, high=1}", "`metrics.exact_grid` must be a table"),
+        ("classifier.hidden=[]", "`classifier.hidden` must be a non-empty list"),
+    ],
+)
+def test_new_keys_validation_exit_2(override, message, capsys):
+    assert cli.main(["demo", "--quiet", "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err, err
+
+
+def test_matches_claim_needs_reference():
+    text = study.DEMO + '\n[[claims]]\nmetric = "reward_mean"\ntest = "matches"\nvalue = 4.0\n'
+    with pytest.raises(study.ConfigError, match=r"`claims\[2\].reference` must be"):
+        study.load_config(text=text)
+
+
+def test_matches_claim_holds_within_and_fails_outside_the_band():
+    """The `matches` test compares the seed mean with a reference in standard errors."""
+    from selfconsume import SweepResult
+
+    rng = np.random.default_rng(0)
+    ref = np.linspace(0.0, 1.0, 6)
+    noisy = ref + rng.normal(0.0, 0.1, size=(16, 6))  # SE = 0.025
+    values = {"exact": np.broadcast_to(ref, (16, 6)).copy(), "near": noisy, "off": noisy + 0.2}
+    result = SweepResult(values=values, axes=("seed",), coords={"seed": np.arange(16)},
+                         metadata={})
+    claims = [{"metric": m, "reference": "exact", "test": "matches", "value": 4.0, "where": {},
+               "over": "every_seed", "generation": -1, "description": ""} for m in ("near", "off")]
+    near, off = study.evaluate_claims(result, claims)
+    assert near["holds"] and max(near["observed"]) < 4.0
+    assert not off["holds"] and max(off["observed"]) > 4.0  # 0.2 / 0.025 = 8 standard errors
+
+
+def test_histogram_study_overlays_the_exact_curve(tmp_path):
+    """A small histogram study: the exact population curve is recorded, drawn and matched."""
+    path = os.path.join(ROOT, "experiments", "mog_curation_histogram.toml")
+    out = tmp_path / "hist"
+    sets = ["loop.num_generations=3", "loop.num_samples=512", "sweep.seeds=6",
+            "model.options={bins=16, low=-1.5, high=1.5}", "data.num_points=2048",
+            "metrics.snapshot_points=0", "plots.snapshots=[]"]
+    args = ["run", path, "--out", str(out), "--quiet"]
+    for s in sets:
+        args += ["--set", s]
+    cli.main(args)  # the mode-share claims need the full size; the match claim must hold here
+    with open(out / "summary.json") as f:
+        claims = {c["test"]: c for c in json.load(f)["claims"]}
+    assert claims["matches"]["holds"], claims["matches"]
+    result = study.SweepResult.load(str(out), name="results")
+    exact = result.values["exact_reward"]
+    assert exact.shape == result.values["reward_mean"].shape == (6, 2, 4)
+    assert np.all(exact[0] == exact[1])  # the same curve for every seed
+    assert exact[0, 0, -1] > exact[0, 0, 0]  # it moves: the comparison is not vacuous
+
+
+def _broken_gaussian(dim=2):
+    """A Gaussian whose refit turns NaN once the (weighted) data mean passes x1 = 0.8: curation
+    towards mode 0 at (1, 0) drives it there after a few generations."""
+    import jax
+    import jax.numpy as jnp
+
+    from selfconsume import models
+
+    base = models.gaussian(dim)
+
+    def fit(key, params, data, weights=None):
+        new = base.fit(key, params, data, weights)
+        bad = jnp.average(data[:, 0], weights=weights) > 0.8
+        return jax.tree_util.tree_map(lambda x: jnp.where(bad, jnp.nan, x), new)
+
+    return base._replace(name="broken", fit=fit)
+
+
+def test_non_finite_refit_stops_the_run_and_saves_what_came_before(tmp_path, capsys,
+                                                                   monkeypatch):
+    from selfconsume import models
+
+    monkeypatch.setitem(models.MODELS, "broken", _broken_gaussian)
+    out = tmp_path / "broken"
+    status = cli.main(["demo", "--quick", "--quiet", "--out", str(out), "--set",
+                       "model.name='broken'", "--set", "model.options={dim=2}", "--set",
+                       "loop.num_generations=8", "--set", "loop.checkpoint_every=2"])
+    assert status == 3
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert "the refit is not finite for seed" in err and "real_fraction=" in err, err
+    generation = int(err.split("generation ")[1].split(":")[0])
+    assert 0 < generation < 8
+    result = study.SweepResult.load(str(out), name="results")
+    assert result.metadata["complete"] is False
+    assert result.metadata["stopped_at_generation"] == generation
+    assert result.values["reward_mean"].shape[-1] == generation + 1
+    assert all(np.all(np.isfinite(v)) for k, v in result.values.items()
+               if k in ("reward_mean", "rewarded_mode_share"))
+    assert not os.path.exists(out / "summary.json")
+    # the checkpoint kept is the last finite one, before the failing chunk
+    with np.load(out / "checkpoint.npz") as z:
+        assert int(z["done"]) <= generation
+        assert all(np.all(np.isfinite(z[k])) for k in z.files if k.startswith("state/")
+                   and np.issubdtype(z[k].dtype, np.floating))
+
+
+def test_checked_mode_reports_the_operation(tmp_path, capsys, monkeypatch):
+    from selfconsume import models
+
+    monkeypatch.setitem(models.MODELS, "broken", _broken_gaussian)
+    out = tmp_path / "checked"
+    status = cli.main(["demo", "--quick", "--quiet", "--checked", "--out", str(out), "--set",
+                       "model.name='broken'", "--set", "model.options={dim=2}", "--set",
+                       "loop.num_generations=8", "--set", "loop.checkpoint_every=2"])
+    assert status == 3
+    err = capsys.readouterr().err.strip()
+    assert "checked mode:" in err and "nan generated by primitive" in err.lower(), err
+
+
+def test_bad_data_options_exit_2(capsys):
+    assert cli.main(["demo", "--quiet", "--set", "data.options={num_modes=0}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "`data.options` do not fit dataset 'gaussian_ring'" in err, err
+
+
+def test_unreadable_config_exits_2(tmp_path, capsys):
+    assert cli.main(["run", str(tmp_path)]) == 2  # a folder, not a file
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot be read" in err, err

@@ -575,7 +575,8 @@ def test_factory_and_registry_validation():
     for call, match in cases:
         with pytest.raises(ValueError, match=match):
             call()
-    assert set(models.MODELS) == {"categorical", "flow_matching", "gaussian", "gmm", "kde"}
+    assert set(models.MODELS) == {"categorical", "flow_matching", "gaussian", "gmm", "histogram",
+                                  "kde"}
     assert models.get("gmm", num_components=2, dim=3).name == "gmm"
     assert all(isinstance(models.MODELS[n](2), models.GenerativeModel)
                for n in ("categorical", "gaussian", "kde"))

@@ -433,3 +433,41 @@ def test_import_and_use_leave_the_backend_alone():
     before = matplotlib.get_backend()
     plotting.metric_vs_generation(_result({"m": np.ones((2, 3))}), "m")
     assert matplotlib.get_backend() == before
+
+
+def test_metric_vs_generation_reference_line(one_axis):
+    values = dict(one_axis.values)
+    values["exact"] = np.broadcast_to(np.arange(T1, dtype=float), (S, 3, T1)).copy()
+    result = _result(values, real_fraction=[0.0, 0.1, 0.5])
+    fig = plotting.metric_vs_generation(result, "mean_reward", reference="exact")
+    (ax,) = fig.axes
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 3  # one reference line per grid point
+    np.testing.assert_allclose(dashed[0].get_ydata(), np.arange(T1))
+    texts, _ = _legend_texts(fig)
+    assert texts.count("exact") == 1
+    with pytest.raises(ValueError, match="`reference` .final. must have shape"):
+        plotting.metric_vs_generation(result, "mean_reward", reference="final")
+
+
+def test_image_samples(tmp_path):
+    rng = np.random.default_rng(2)
+    path = tmp_path / "samples.png"
+    fig = plotting.image_samples(rng.uniform(size=(2, 3, 10, 64)), [0, 5, 10], (8, 8),
+                                 row_labels=["a", "b"], num_images=9, path=path, title="digits")
+    _check_png(path)
+    assert len(fig.axes) == 6
+    image = fig.axes[0].get_images()[0].get_array()
+    assert image.shape == (27, 27)  # 3 x 3 images of 8 x 8 with a one-pixel gap
+    rgb = plotting.image_samples(rng.uniform(size=(1, 1, 4, 12)), [0], (2, 2, 3))
+    assert rgb.axes[0].get_images()[0].get_array().shape == (6, 6, 3)
+    for bad, match in [(dict(image_shape=(8, 7)), r"must have shape \(R, G, n, 56\)"),
+                       (dict(image_shape=(8, 8, 2)), "`image_shape` must be"),
+                       (dict(num_images=0), "`num_images` must be"),
+                       (dict(generations=[0, 1]), "`generations` must hold 3")]:
+        kwargs = dict(samples=rng.uniform(size=(2, 3, 10, 64)), generations=[0, 5, 10],
+                      image_shape=(8, 8))
+        kwargs.update(bad)
+        with pytest.raises(ValueError, match=match):
+            plotting.image_samples(kwargs.pop("samples"), kwargs.pop("generations"),
+                                   kwargs.pop("image_shape"), **kwargs)

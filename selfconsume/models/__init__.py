@@ -22,7 +22,7 @@ tracers), non-finite data and negative, non-finite or all-zero weights raise as 
 such value problems are not detected and show up as non-finite params.
 
 Families (:data:`MODELS`): :func:`categorical`, :func:`gaussian`, :func:`gmm`, :func:`kde`,
-:func:`flow_matching`.
+:func:`flow_matching`, :func:`histogram` (the fully expressive model of continuous data on a grid).
 """
 
 from __future__ import annotations
@@ -45,11 +45,14 @@ __all__ = [
     "gmm",
     "kde",
     "flow_matching",
+    "histogram",
+    "histogram_centers",
     "CategoricalParams",
     "GaussianParams",
     "GMMParams",
     "KDEParams",
     "FlowParams",
+    "HistogramParams",
 ]
 
 
@@ -118,15 +121,7 @@ def _check_weights(weights: ArrayLike | None, n: int, dtype) -> Array:
             f"{w.shape}.")
     if not (jnp.issubdtype(w.dtype, jnp.floating) or jnp.issubdtype(w.dtype, jnp.integer)):
         raise ValueError(f"`weights` must be real numbers; got dtype {w.dtype}.")
-    if _checks.is_concrete(w):
-        a = np.asarray(w, np.float64)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"`weights` must be finite; got {int(np.sum(~np.isfinite(a)))} "
-                             "non-finite entries.")
-        if np.any(a < 0):
-            raise ValueError(f"`weights` must be non-negative; got minimum {a.min()!r}.")
-        if not np.any(a > 0):
-            raise ValueError("`weights` must not all be zero; got an all-zero array.")
+    _checks.weights("weights", w)
     w = w.astype(dtype)
     return w / jnp.sum(w)
 
@@ -161,7 +156,9 @@ def _inverse_cdf(key: PRNGKey, masses: Array, shape: tuple[int, ...]) -> Array:
     positive = masses > 0
     cdf = jax.lax.cummax(jnp.where(positive, jnp.cumsum(masses), 0.0).astype(masses.dtype))
     u = jax.random.uniform(key, shape, dtype=masses.dtype) * cdf[-1]
-    index = jnp.searchsorted(cdf, u, side="right")
+    # Few masses (mixture components): comparing with all of them beats a binary search on CPU.
+    method = "compare_all" if masses.shape[0] <= 32 else "scan"
+    index = jnp.searchsorted(cdf, u, side="right", method=method)
     last = jnp.max(jnp.where(positive, jnp.arange(masses.shape[0]), 0))
     return jnp.minimum(index, last).astype(jnp.int32)
 
@@ -194,15 +191,18 @@ from selfconsume.models.gaussian import GaussianParams, gaussian  # noqa: E402
 from selfconsume.models.gmm import GMMParams, gmm  # noqa: E402
 from selfconsume.models.kde import KDEParams, kde  # noqa: E402
 from selfconsume.models.flow_matching import FlowParams, flow_matching  # noqa: E402
+from selfconsume.models.histogram import HistogramParams, histogram, histogram_centers  # noqa: E402
 
-MODELS: dict[str, Callable[..., GenerativeModel]] = {
+MODELS: dict[str, Callable[..., GenerativeModel]] = _checks.Registry("model", {
     "categorical": categorical,
     "gaussian": gaussian,
     "gmm": gmm,
     "kde": kde,
     "flow_matching": flow_matching,
-}
-"""Registry: family name -> factory returning a :class:`GenerativeModel`."""
+    "histogram": histogram,
+})
+"""Registry: family name -> factory returning a :class:`GenerativeModel` (an unknown name raises
+a ``ValueError`` that is also a ``KeyError``)."""
 
 
 def get(name: str, /, **kwargs) -> GenerativeModel:
