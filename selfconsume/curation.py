@@ -8,11 +8,14 @@ candidate :math:`j` with probability
 ``k = 2`` is the Bradley–Terry model; ``k = 1`` or ``beta = 0`` keeps a uniformly random candidate
 (no curation); ``beta = +inf`` keeps the best candidate, ties broken uniformly at random.
 
-Sampling uses the Gumbel-max identity :math:`\arg\max_j (\beta r_j + G_j) \sim P` with
-:math:`G_j` iid standard Gumbel, computed on rewards shifted by the group maximum so that no
-``exp`` can overflow. Conventions: NaN rewards get probability 0 while a non-NaN candidate exists
-in the group; a group whose rewards are all NaN is chosen from uniformly (and its NaN reward is kept,
-so it remains visible).
+Sampling is by inverse CDF within each group, on rewards shifted by the group maximum so that no
+``exp`` can overflow: with :math:`e_j = e^{\beta (r_j - \max_i r_i)}` and the partial sums
+:math:`S_j = \sum_{i \le j} e_i`, one uniform :math:`U` per group keeps the candidate
+:math:`\#\{j : S_j \le U S_k\}`. That is one random number per group, where the Gumbel-max
+identity :math:`\arg\max_j (\beta r_j + G_j) \sim P` needs ``k`` of them and two logarithms
+each (``benchmarks/bench_curation.py`` compares the two). Conventions: NaN rewards get
+probability 0 while a non-NaN candidate exists in the group; a group whose rewards are all NaN is
+chosen from uniformly (and its NaN reward is kept, so it remains visible).
 """
 
 from __future__ import annotations
@@ -63,6 +66,22 @@ def _group_logits(rewards: Array, beta: ArrayLike, num_candidates=None) -> Array
     # A group with no valid candidate (all NaN) is chosen from uniformly among its allowed slots.
     none_valid = ~jnp.any(valid, axis=-1, keepdims=True)
     return jnp.where(none_valid, jnp.where(allowed, 0.0, -jnp.inf), logits)
+
+
+def _inverse_cdf_choice(key: PRNGKey, logits: Array) -> Array:
+    """One draw per row of ``logits`` ``(n, k)`` (max 0 per row) from ``softmax(logits)``.
+
+    Inverse CDF with one uniform per row. A candidate of zero weight is never returned: its partial
+    sum equals the previous one, so no uniform falls between them; a uniform rounded up to the total
+    is sent to the last candidate of positive weight.
+    """
+    weights = jnp.exp(logits)
+    cdf = jnp.cumsum(weights, axis=-1)
+    u = jax.random.uniform(key, logits.shape[:-1] + (1,), dtype=logits.dtype) * cdf[..., -1:]
+    index = jnp.sum(cdf <= u, axis=-1, dtype=jnp.int32)
+    slot = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    last = jnp.max(jnp.where(weights > 0, slot, 0), axis=-1)
+    return jnp.minimum(index, last)
 
 
 def choice_probabilities(rewards: ArrayLike, *, beta: ArrayLike = 1.0) -> Array:
@@ -143,7 +162,6 @@ def curate(
     if k == 1:
         return Curated(samples=samples, rewards=rewards, index=jnp.zeros((n,), jnp.int32))
     logits = _group_logits(rewards.reshape(n, k), beta, num_candidates)
-    gumbel = jax.random.gumbel(key, (n, k), dtype=rewards.dtype)
-    index = jnp.argmax(logits + gumbel, axis=-1).astype(jnp.int32)
+    index = _inverse_cdf_choice(key, logits)
     rows = jnp.arange(n, dtype=jnp.int32) * k + index
     return Curated(samples=samples[rows], rewards=rewards[rows], index=index)

@@ -128,9 +128,9 @@ def _reseed_points(w: Array, badness: Array, dead: Array) -> Array:
     """
     c, n = dead.shape[0], w.shape[0]
     score = jnp.where(w > 0, jnp.nan_to_num(badness, nan=jnp.inf), -jnp.inf)
-    grid = jnp.pad(score, (0, (-n) % c), constant_values=-jnp.inf).reshape(-1, c).T  # (C, rows)
-    rows = jnp.argmax(grid, axis=1)
-    best = grid[jnp.arange(c), rows]
+    grid = jnp.pad(score, (0, (-n) % c), constant_values=-jnp.inf).reshape(-1, c)  # (rows, C)
+    rows = jnp.argmax(grid, axis=0)
+    best = grid[rows, jnp.arange(c)]
     order = jnp.argsort(-best)  # candidates, worst first; empty classes (-inf) last
     index = (rows * c + jnp.arange(c))[order]
     rank = jnp.clip(jnp.cumsum(dead) - 1, 0, c - 1)  # rank of each dead component among the dead
@@ -142,9 +142,15 @@ def _m_step(xt: Array, w: Array, resp: Array, badness: Array, pooled_cov: Array,
             floor: Array) -> GMMParams:
     """Weighted M-step from responsibilities ``resp`` ``(C, N)`` for the points ``xt`` ``(d, N)``,
     re-seeding empty components."""
+    return _m_step_weighted(xt, resp * w[None, :], w, badness, pooled_cov, floor)
+
+
+def _m_step_weighted(xt: Array, r: Array, w: Array, badness: Array, pooled_cov: Array,
+                     floor: Array) -> GMMParams:
+    r"""The M-step from the weighted responsibilities ``r`` ``(C, N)`` :math:`= \tilde w_n
+    \gamma_{nc}` (two passes over the points: the means, then the covariances about them)."""
     d, dtype = xt.shape[0], xt.dtype
-    c = resp.shape[0]
-    r = resp * w[None, :]  # (C, N)
+    c = r.shape[0]
     mass = jnp.sum(r, axis=1)  # (C,)
     dead = mass < 10 * jnp.finfo(dtype).eps
     safe = jnp.where(dead, 1.0, mass)
@@ -152,11 +158,12 @@ def _m_step(xt: Array, w: Array, resp: Array, badness: Array, pooled_cov: Array,
         means = jnp.stack([jnp.sum(r * xt[i][None, :], axis=1) for i in range(d)], axis=1)
         means = means / safe[:, None]
         diffs = [xt[i][None, :] - means[:, i][:, None] for i in range(d)]
-        rows = []
-        for i in range(d):
-            rows.append(jnp.stack([jnp.sum(r * diffs[i] * diffs[j], axis=1) for j in range(d)],
-                                  axis=1))
-        covs = jnp.stack(rows, axis=1) / safe[:, None, None]  # (C, d, d), symmetric by form
+        entries = {}
+        for i in range(d):  # the upper triangle, mirrored
+            for j in range(i, d):
+                entries[i, j] = entries[j, i] = jnp.sum(r * diffs[i] * diffs[j], axis=1)
+        covs = jnp.stack([jnp.stack([entries[i, j] for j in range(d)], axis=1)
+                          for i in range(d)], axis=1) / safe[:, None, None]  # (C, d, d)
     else:
         means = (r @ xt.T) / safe[:, None]
         diff = xt.T[None, :, :] - means[:, None, :]  # (C, N, d)
@@ -172,13 +179,21 @@ def _m_step(xt: Array, w: Array, resp: Array, badness: Array, pooled_cov: Array,
 
 def _em(params: GMMParams, xt: Array, w: Array, pooled_cov: Array, floor: Array,
         num_steps: int) -> GMMParams:
-    """``num_steps`` weighted EM steps from ``params`` on ``xt`` ``(d, N)`` (``lax.fori_loop``)."""
+    r"""``num_steps`` weighted EM steps from ``params`` on ``xt`` ``(d, N)`` (``lax.fori_loop``).
+
+    The E-step takes one ``exp`` per (component, point): with :math:`m_n = \max_c j_{nc}` and
+    :math:`s_n = \sum_c e^{j_{nc} - m_n}`, :math:`\tilde w_n \gamma_{nc} = e^{j_{nc} - m_n}
+    \tilde w_n / s_n` and :math:`\log p(x_n) = m_n + \log s_n`; the sample weights are folded
+    into the responsibilities before the M-step's reductions.
+    """
 
     def step(_, p):
         joint = _joint_t(p, xt)  # (C, N)
-        log_norm = jax.nn.logsumexp(joint, axis=0)
-        resp = jnp.exp(joint - log_norm[None, :])
-        return _m_step(xt, w, resp, -log_norm, pooled_cov, floor)
+        top = jnp.max(joint, axis=0)
+        e = jnp.exp(joint - top[None, :])
+        total = jnp.sum(e, axis=0)  # >= 1: the top component contributes exp(0)
+        r = e * (w / total)[None, :]
+        return _m_step_weighted(xt, r, w, -(top + jnp.log(total)), pooled_cov, floor)
 
     return lax.fori_loop(0, num_steps, step, params)
 

@@ -1,0 +1,86 @@
+"""Smoke runs of the benchmark scripts at tiny sizes: each writes its JSON with the documented
+fields, all finite. No timing assertions (timings depend on the machine)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script, tmp_path, *flags, timeout=600):
+    path = tmp_path / f"{script}.json"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", f"{script}.py"),
+                           *flags, "--json", str(path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(path.read_text())
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return True
+
+
+def _check_environment(out):
+    for field in ("backend", "device", "jax", "cpu", "cpu_count", "date"):
+        assert field in out["environment"], field
+
+
+def test_bench_theory_smoke(tmp_path):
+    out = _run("bench_theory", tmp_path, "--smoke")
+    _check_environment(out)
+    assert {"M", "k", "steady_ms", "compile_s", "ns_per_state", "sum_pH"} <= set(out["rows"][0])
+    assert {"exact_tv", "mc_tv", "mc_over_exact_at_equal_accuracy"} <= set(out["monte_carlo"][0])
+    assert _finite(out["rows"]) and _finite(out["monte_carlo"])
+    assert abs(out["rows"][0]["sum_pH"] - 1.0) < 1e-4
+
+
+@pytest.mark.slow
+def test_bench_curation_smoke(tmp_path):
+    out = _run("bench_curation", tmp_path, "--smoke")
+    _check_environment(out)
+    assert math.isfinite(out["curation_overhead"]) and out["curation_overhead"] > 0
+    row = out["rows"][0]
+    for field in ("draw_ms", "draw_curate_ms", "inverse_cdf_ms", "gumbel_max_ms", "rng_fraction"):
+        assert math.isfinite(row[field]), field
+
+
+@pytest.mark.slow
+def test_bench_sweep_smoke(tmp_path):
+    out = _run("bench_sweep", tmp_path, "--smoke")
+    _check_environment(out)
+    for field in ("speedup_vs_sklearn", "speedup_vs_loop", "speedup_vs_sklearn_one_device",
+                  "speedup_vs_loop_one_device", "config_generations_per_s"):
+        assert math.isfinite(out[field]) and out[field] > 0, field
+    assert [r["method"] for r in out["rows"]][-1] == "scikit-learn loop"
+    assert _finite(out["rows"])
+
+
+@pytest.mark.slow
+def test_bench_scaling_smoke(tmp_path):
+    out = _run("bench_scaling", tmp_path, "--smoke")
+    _check_environment(out)
+    assert [r["devices"] for r in out["by_devices"]] == [1, 2]
+    assert out["memory"]["bytes_per_config"] > 0
+    assert out["memory"]["max_configs_chunked"] >= out["memory"]["max_configs_unchunked"] > 0
+    assert _finite(out["by_configs"]) and _finite(out["memory"])
+
+
+def test_run_all_is_executable():
+    path = os.path.join(ROOT, "benchmarks", "run_all.sh")
+    assert os.access(path, os.X_OK)
+    text = open(path).read()
+    for name in ("theory", "curation", "sweep", "scaling"):
+        assert f"bench_{name}" in text or "bench_$name" in text
