@@ -1,5 +1,6 @@
 """Tests of the exact population dynamics (selfconsume.theory) against brute force and theory."""
 
+import itertools
 import math
 
 import jax
@@ -104,6 +105,88 @@ def test_factor_extreme_rewards_float32_are_finite():
     for k in [2, 8, math.inf]:
         q = theory.curated(p, r, k=k, beta=1e3)
         assert np.all(np.isfinite(q)) and abs(float(jnp.sum(q)) - 1.0) < 1e-5
+
+
+def _factor_by_counts(p, rewards, k, beta):
+    """float64 H(x) = K E[w(x) / (w(x) + sum_{i<K} w(X_i))], enumerating the counts of the K-1
+    other draws over the M states (C(K+M-2, M-1) terms: 170544 for K = 16, M = 8; unlike the
+    ordered tuples of reference.curation_factor, M^(K-1))."""
+    p, r = np.asarray(p, np.float64), np.asarray(rewards, np.float64)
+    m, n = len(p), k - 1
+    bars = np.array(list(itertools.combinations(range(n + m - 1), m - 1))).reshape(-1, m - 1)
+    edges = np.concatenate([np.full((len(bars), 1), -1), bars, np.full((len(bars), 1), n + m - 1)],
+                           axis=1)
+    counts = np.diff(edges, axis=1) - 1  # (terms, M), each row summing to K - 1
+    log_p = np.log(np.where(p > 0, p, 1.0))
+    log_prob = (math.lgamma(k) - np.sum(_lgamma_int(counts), axis=1)
+                + np.sum(counts * log_p[None, :], axis=1))
+    prob = np.where(np.all((counts == 0) | (p[None, :] > 0), axis=1), np.exp(log_prob), 0.0)
+    h = np.empty(m)
+    for x in range(m):  # w(y) / w(x) = e^{beta (r(y) - r(x))}, capped: the ratio is then ~0
+        ratio = np.exp(np.minimum(beta * (r - r[x]), 700.0))
+        h[x] = k * np.sum(prob / (1.0 + counts @ ratio))
+    return h
+
+
+def _lgamma_int(counts):
+    table = np.array([math.lgamma(c + 1) for c in range(int(counts.max()) + 1)])
+    return table[counts]
+
+
+# Reward levels in nats (beta * r): three clusters of nearby levels (whose curation is not
+# best-of-k) separated by 300 to 2000 nats, and a state with p = 0 inside a 1000-nat gap.
+SEPARATED_NATS = np.array([0.0, 0.7, 2.0, 300.0, 301.5, 1300.0, 3300.0, 3300.4, 800.0])
+
+
+@pytest.mark.parametrize("k", [2, 4, 16])
+@pytest.mark.parametrize("beta", [0.5, 20.0])
+def test_factor_with_levels_thousands_of_nats_apart_matches_enumeration(x64, k, beta):
+    # A uniform grid of nodes over these 3300 nats would be 25 nats apart (the integrand of each
+    # state is O(1) wide); the quadrature skips the gaps between clusters of levels instead.
+    rng = np.random.default_rng(k)
+    p = rng.dirichlet(np.ones(9))
+    p[8] = 0.0
+    p /= p.sum()
+    r = SEPARATED_NATS / beta
+    want = _factor_by_counts(p, r, k, beta)
+    law = p * want / np.sum(p * want)
+    # float64: the quadrature's own error, e^-36 truncation and a node spacing below 0.35
+    # (trapezoid error ~e^(-pi^2 / h) < 1e-12), with margin.
+    got = theory.curation_factor(jnp.asarray(p), jnp.asarray(r), k=k, beta=beta)
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+    # float32: dominated by the rounding of beta * r at 3300 nats (2e-4 nats, so 2e-4 relative
+    # in the weights); the measured law error is below 1e-5, the tolerance is 3e-5.
+    r32 = jnp.asarray(r, jnp.float32)
+    got32 = theory.curated(jnp.asarray(p, jnp.float32), r32, k=k, beta=beta)
+    assert got32.dtype == jnp.float32
+    want32 = _factor_by_counts(p, np.asarray(r32, np.float64), k, beta)
+    np.testing.assert_allclose(got32, p * want32 / np.sum(p * want32), atol=3e-5)
+    np.testing.assert_allclose(got32, law, atol=3e-5)
+
+
+@pytest.mark.parametrize("k", [2, 4, 16])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_factor_with_levels_millions_of_nats_apart_is_best_of_k(x64, k, dtype):
+    # beta * (smallest gap between levels) = 500 nats: K-way curation is best-of-K up to e^-500,
+    # so the finite-beta law equals the beta = inf law; the levels span 2e7 nats, where s = log u
+    # itself is not resolved to 1 in float32 (the nodes are kept relative to the levels).
+    r = np.array([-1e4, 1e4, 0.0, 5e3, -5e3, 1e4 - 0.5, 3.0, -2.0, 7e3])
+    p = np.array([0.1, 0.2, 0.05, 0.15, 0.1, 0.1, 0.1, 0.2, 0.0])
+    p_, r_ = jnp.asarray(p, dtype), jnp.asarray(r, dtype)
+    exact = theory.curated(p_, r_, k=k, beta=jnp.inf)
+    got = theory.curated(p_, r_, k=k, beta=1e3)
+    assert got.dtype == dtype
+    # Nine isolated levels (the p = 0 one included) take ~16 nats of nodes each in float64 and
+    # ~11 in float32: spacing h ~ 0.6 and ~0.85 at the default node counts, trapezoid error of
+    # order e^(-pi^2 / h): measured law errors up to 2.5e-7 (float64) and 1.1e-5 (float32);
+    # tolerances 1e-6 and 5e-5.
+    h = float(theory.quadrature_step(p_, r_, k=k, beta=1e3))
+    assert 0.0 < h < (0.7 if dtype == jnp.float64 else 1.0)
+    np.testing.assert_allclose(got, exact, atol=1e-6 if dtype == jnp.float64 else 5e-5)
+    # The state with p = 0 gets the factor it would have: K F^(K-1), F = P(r <= 7e3) = 0.7.
+    factor = theory.curation_factor(p_, r_, k=k, beta=1e3)
+    np.testing.assert_allclose(factor[8], k * 0.7 ** (k - 1),
+                               rtol=1e-5 if dtype == jnp.float64 else 1e-3)
 
 
 # ------------------------------------------------------------------------------------------------
