@@ -330,7 +330,6 @@ class _Plan:
     notes: dict = dataclasses.field(default_factory=dict)  # e.g. the classifier's accuracy
     checked: bool = False
     class_names: tuple[str, ...] | None = None
-    image_shape: tuple[int, ...] | None = None
 
 
 def _load_images(d: dict, seed: int):
@@ -367,10 +366,9 @@ def _build(cfg: dict, *, checked: bool = False) -> _Plan:
     d, m, r, lp, sw, me = (cfg[k] for k in ("data", "model", "reward", "loop", "sweep",
                                              "metrics"))
     key_data, key_seeds = jax.random.split(jax.random.key(sw["seed"]))
-    classifier, notes, class_names, image_shape = None, {}, None, None
+    classifier, notes, class_names = None, {}, None
     if d["name"] in data_lib.IMAGE_DATASETS:
         real, train, test, class_names = _load_images(d, sw["seed"])
-        image_shape = data_lib.IMAGE_SHAPES[d["name"]]
         centers = None
         if r["name"] in CLASSIFIER_REWARDS:
             classifier, notes["classifier_test_accuracy"] = _train_classifier(cfg, train, test)
@@ -488,7 +486,7 @@ def _build(cfg: dict, *, checked: bool = False) -> _Plan:
                                        num_points), (sw["seeds"], 1))
     return _Plan(cfg, real, centers, seed_keys, points, grid_names, grid_shape, config, chunk,
                  init_fn, chunk_fn, final_fn, exact=exact, notes=notes, class_names=class_names,
-                 image_shape=image_shape, checked=checked)
+                 checked=checked)
 
 
 def _exact_rewards(cfg, model, real, reward_factory, base_scale, points, num_points):
