@@ -6,16 +6,20 @@ The public API (see the README and DESIGN.md section 3):
 * :mod:`selfconsume.theory`: exact population dynamics on a finite support and theorem checks.
 * :mod:`selfconsume.models`: generative model families (``MODELS``) as pure functions.
 * :class:`LoopConfig`, :class:`Hyperparams`, :func:`retrain_step`, :func:`run`: the loop.
-* :func:`sweep`, :class:`SweepResult`: seeds x grids as one compiled, sharded program.
-* :mod:`selfconsume.metrics`, :mod:`selfconsume.data`, :mod:`selfconsume.rewards`.
+* :func:`sweep`, :class:`Generations`: seeds x grids as one compiled, sharded program, optionally
+  generation by generation with checkpoints (:mod:`selfconsume.execution`, the one executor of
+  the API and the command line); :class:`SweepResult` and its files (:mod:`selfconsume.results`).
+* :mod:`selfconsume.metrics`, :mod:`selfconsume.data`, :mod:`selfconsume.rewards`,
+  :mod:`selfconsume.stats` (intervals over seeds), :mod:`selfconsume.files` (atomic writes).
 """
 
-from selfconsume import classifier, data, metrics, models, rewards, theory
-from selfconsume import retrain
+from selfconsume import classifier, data, files, metrics, models, results, rewards, stats, theory
+from selfconsume import execution, retrain
 from selfconsume.curation import choice_probabilities, curate
 from selfconsume.retrain import (Hyperparams, LoopConfig, RetrainInfo, RetrainState, retrain_step,
                                  run)
-from selfconsume.sweep import SweepResult, sweep
+from selfconsume.execution import Generations, sweep
+from selfconsume.results import SweepResult
 from selfconsume.theory import lambda_from_real_fraction, real_fraction_from_lambda
 from selfconsume.types import Curated, PRNGKey, PyTree
 
@@ -23,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Curated",
+    "Generations",
     "Hyperparams",
     "LoopConfig",
     "PRNGKey",
@@ -34,14 +39,18 @@ __all__ = [
     "classifier",
     "curate",
     "data",
+    "execution",
+    "files",
     "lambda_from_real_fraction",
     "metrics",
     "models",
     "real_fraction_from_lambda",
+    "results",
     "retrain",
     "retrain_step",
     "rewards",
     "run",
+    "stats",
     "sweep",
     "theory",
 ]

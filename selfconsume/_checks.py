@@ -1,8 +1,17 @@
-"""Argument validation shared by the public functions.
+"""Argument validation shared by the public functions: one vocabulary, one rule for traced values.
 
-Two tiers (DESIGN.md section 4): structural problems (ranks, shapes, static integers) raise
-``ValueError`` at trace time; value problems are checked here only when the value is concrete
-(a NumPy array or a Python number, not a tracer), so the same function stays jittable.
+* **Structural problems** (ranks, shapes, static integers, unknown names) raise ``ValueError`` at
+  trace time, naming the argument, its value and what is allowed.
+* **Value problems on concrete values** (a NumPy array or a Python number, not a tracer) raise the
+  same ``ValueError`` at once: ``real_fraction = 1.5``, a probability vector that does not sum to
+  one, NaN data.
+* **Value problems on traced values** (inside ``jit``, ``vmap`` or ``scan``) cannot raise without a
+  host round trip, so the function's result is *poisoned*: every floating leaf of its output is
+  NaN (:func:`poison`), never a plausible-looking answer. The loop records this as
+  ``fit_is_finite = False`` / ``is_finite = False``, and the command line stops with exit status 3
+  naming the generation and configuration (``--checked`` names the operation).
+
+``*_ok`` functions return the traced validity predicate of the concrete checks beside them.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _show(value) -> str:
+def show(value) -> str:
     if isinstance(value, (np.ndarray, jax.Array)) and is_concrete(value) and np.size(value) > 8:
         return f"array of shape {np.shape(value)}"
     return repr(value) if not isinstance(value, jax.Array) else repr(np.asarray(value).tolist())
@@ -61,6 +70,45 @@ def scalar(name: str, value, *, minimum: float | None = None, maximum: float | N
     return value
 
 
+def scalar_ok(value, *, minimum: float | None = None, maximum: float | None = None):
+    """The traced predicate ``minimum <= value <= maximum`` (False for NaN) of :func:`scalar`."""
+    v = jnp.asarray(value)
+    ok = ~jnp.isnan(v) if jnp.issubdtype(v.dtype, jnp.inexact) else jnp.asarray(True)
+    if minimum is not None:
+        ok = ok & (v >= minimum)
+    if maximum is not None:
+        ok = ok & (v <= maximum)
+    return ok
+
+
+def probability_vector_ok(p, *, atol: float | None = None):
+    """The traced predicate of :func:`probability_vector`: finite, non-negative, sums to one."""
+    p = jnp.asarray(p)
+    n = p.shape[-1]
+    tol = atol if atol is not None else 1e-4 * max(1.0, math.sqrt(n) / 10)
+    return (jnp.all(jnp.isfinite(p)) & jnp.all(p >= 0)
+            & (jnp.abs(jnp.sum(p, dtype=jnp.result_type(p.dtype, jnp.float32)) - 1.0) <= tol))
+
+
+def poison(ok, tree):
+    """``tree`` with every floating leaf set to NaN where the traced predicate ``ok`` is False.
+
+    The rule for value problems only known at run time (module docstring): the result is NaN,
+    never a plausible answer. Integer and boolean leaves are left as they are; a concrete
+    ``True`` returns ``tree`` unchanged (no extra operation is traced).
+    """
+    if is_concrete(ok) and bool(np.all(np.asarray(ok))):
+        return tree
+
+    def one(x):
+        x = jnp.asarray(x)
+        if jnp.issubdtype(x.dtype, jnp.inexact):
+            return jnp.where(ok, x, jnp.asarray(jnp.nan, x.dtype))
+        return x
+
+    return jax.tree_util.tree_map(one, tree)
+
+
 def probability_vector(name: str, p, *, atol: float | None = None):
     """Checks a 1-D probability vector: rank 1, non-empty; when concrete, entries >= 0, sum 1."""
     if jnp.ndim(p) != 1:
@@ -70,7 +118,7 @@ def probability_vector(name: str, p, *, atol: float | None = None):
     if is_concrete(p):
         a = np.asarray(p, dtype=np.float64)
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"`{name}` must be finite; got {_show(p)} with non-finite entries.")
+            raise ValueError(f"`{name}` must be finite; got {show(p)} with non-finite entries.")
         if np.any(a < 0):
             raise ValueError(
                 f"`{name}` must be non-negative; got minimum entry {float(a.min()):.6g}.")

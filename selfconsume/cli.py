@@ -1,11 +1,15 @@
 """The ``selfconsume`` command: run studies from TOML files, resume them, list and plot.
 
-    selfconsume demo [--out DIR] [--quick] [--set section.key=value ...] [--quiet] [--force]
-    selfconsume run CONFIG.toml [--out DIR] [--set section.key=value ...] [--quiet] [--force]
-                                [--checked]
+    selfconsume demo [--out DIR] [--quick] [--set section.key=value ...] [--devices N]
+                     [--quiet] [--force] [--checked]
+    selfconsume run CONFIG.toml|NAME [same options]
     selfconsume resume RUN_DIR [--quiet] [--checked]
     selfconsume list
-    selfconsume plot RUN_DIR
+    selfconsume plot RUN_DIR [--metrics a,b]
+    selfconsume --version
+
+Studies run on :func:`selfconsume.sweep`, sharded over ``--devices N`` devices (default: every
+device; on a CPU, one host device per core); ``resume`` uses the count the run started with.
 
 Exit status: 0 on success, 1 when a study's claim does not hold (results are saved), 2 for an
 invalid configuration or command line (one line on stderr, no traceback), 3 when a run turns
@@ -17,17 +21,15 @@ first operation that produces a NaN or inf is reported with its source location.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 
-# Studies shipped with the repository (found from a checkout, or from the working directory).
-EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "experiments")
+from selfconsume import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="selfconsume", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"selfconsume {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def run_options(q):
@@ -38,22 +40,39 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--force", action="store_true", help="overwrite an existing run folder")
         q.add_argument("--checked", action="store_true",
                        help="report the first NaN/inf-producing operation (slower)")
+        q.add_argument("--devices", type=int, metavar="N",
+                       help="devices to shard over (default: all; one per core on a CPU)")
 
     demo = sub.add_parser("demo", help="run the built-in demo study (no file, no download)")
     demo.add_argument("--quick", action="store_true", help="the demo at a reduced size")
     run_options(demo)
     run = sub.add_parser("run", help="run a study from a TOML configuration")
-    run.add_argument("config")
+    run.add_argument("config", help="a TOML file, or the name of a shipped study")
     run_options(run)
     res = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     res.add_argument("run_dir")
     res.add_argument("--quiet", action="store_true")
     res.add_argument("--checked", action="store_true",
                      help="report the first NaN/inf-producing operation (slower)")
-    sub.add_parser("list", help="registered datasets, models, rewards and studies")
+    sub.add_parser("list", help="datasets, models, rewards and studies, with their options")
     plot = sub.add_parser("plot", help="redraw the figures of a saved run")
     plot.add_argument("run_dir")
+    plot.add_argument("--metrics", help="comma-separated metrics to draw (default: the study's)")
     return p
+
+
+def _use_devices(count: int | None) -> None:
+    """Exposes ``count`` (default: one per core) host devices before JAX starts its backends;
+    XLA_FLAGS set by the user win. Too late once a backend runs (in-process reuse): then the
+    devices that exist are used."""
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", max(count or 0, os.cpu_count() or 1))
+    except RuntimeError:  # backends already initialised
+        pass
 
 
 def _fail(message: str, status: int = 2):
@@ -61,10 +80,9 @@ def _fail(message: str, status: int = 2):
     return status
 
 
-def _report(summary: dict, run_dir: str) -> int:
+def _report(summary: dict, run_dir: str, metrics: list[str]) -> int:
     rows = summary["grid"]
-    metrics = [m for m in ("reward_mean", "expected_reward", "rewarded_mode_share")
-               if rows and m in rows[0]["final"]]
+    metrics = [m for m in metrics if rows and m in rows[0]["final"]]
     print(f"\nfinal generation, mean [95% interval] over seeds ({run_dir}):")
     for row in rows:
         point = ", ".join(f"{k}={v:g}" for k, v in row["point"].items()) or "all"
@@ -80,41 +98,75 @@ def _report(summary: dict, run_dir: str) -> int:
     return 1 if failed else 0
 
 
+def _list() -> None:
+    import inspect
+
+    from selfconsume import data, models, rewards
+    from selfconsume.study import config
+
+    def options(factory):
+        params = inspect.signature(factory).parameters.values()
+        return ", ".join(p.name if p.default is inspect.Parameter.empty else
+                         f"{p.name}={p.default!r}" for p in params
+                         if p.kind is not inspect.Parameter.VAR_KEYWORD)
+
+    print("datasets (metrics each records besides the loop's):")
+    for name in sorted(data.DATASETS):
+        extra = "mode_shares, min_mode_share, rewarded_mode_share (with reward.mode)"
+        if name == "two_moons":
+            extra += ", upper_moon_share"
+        print(f"  {name}: {extra}")
+    for name in sorted(data.IMAGE_DATASETS):
+        print(f"  {name} (images): class_shares, class_entropy, rewarded_class_share (with a "
+              "classifier reward)")
+    print("models (model.options):")
+    for name in sorted(models.MODELS):
+        print(f"  {name}({options(models.MODELS[name])})")
+    print("rewards (reward.options):")
+    for name in sorted(rewards.REWARDS):
+        print(f"  {name}({options(rewards.REWARDS[name])})")
+    print("loop metrics: reward_mean, reward_std, reward_q05..q95, reward_nan_fraction, "
+          "kept_reward_mean, is_finite, fit_is_finite; categorical: expected_reward, entropy, "
+          "kl_data, tv_data; metrics.exact: exact_reward")
+    print("grid axes (sweep.grid): " + ", ".join(config.GRID_AXES))
+    print("studies: " + ", ".join(config.shipped_studies()))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("demo", "run", "resume"):
+        _use_devices(getattr(args, "devices", None))
     from selfconsume import study  # heavy imports after argument parsing
 
     try:
         if args.command == "list":
-            from selfconsume import data, models, rewards
-            print("datasets:", ", ".join(sorted(data.DATASETS)))
-            print("models:  ", ", ".join(sorted(models.MODELS)))
-            print("rewards: ", ", ".join(sorted(rewards.REWARDS)))
-            folders = {EXPERIMENTS, os.path.join(os.getcwd(), "experiments")}
-            names = sorted({os.path.splitext(os.path.basename(f))[0] for folder in folders
-                            for f in glob.glob(os.path.join(folder, "*.toml"))})
-            print("studies: ", ", ".join(["demo (built in)"] + names))
+            _list()
             return 0
         if args.command == "plot":
-            for path in study.replot(args.run_dir):
+            metrics = None if args.metrics is None else [
+                m.strip() for m in args.metrics.split(",") if m.strip()]
+            for path in study.replot(args.run_dir, metrics=metrics):
                 print(path)
             return 0
         if args.command == "resume":
             summary = study.resume(args.run_dir, quiet=args.quiet, checked=args.checked)
-            return _report(summary, args.run_dir)
+            cfg = study.load_config(os.path.join(args.run_dir, "config.toml"))
+            return _report(summary, args.run_dir, cfg["plots"]["metrics"])
         overrides = list(args.overrides)
+        if args.devices is not None:
+            if args.devices < 1:
+                return _fail(f"`--devices` must be an integer >= 1; got {args.devices}")
+            overrides.append(f"sweep.devices={args.devices}")
         if args.command == "demo":
             if args.quick:
                 overrides.append("quick=true")
             cfg = study.load_config(text=study.DEMO, overrides=overrides)
         else:
-            cfg = study.load_config(args.config, overrides=overrides)
+            cfg = study.load_config(study.find_study(args.config), overrides=overrides)
         run_dir = study.new_run_dir(cfg, args.out, force=args.force)
         summary = study.run_study(cfg, run_dir, quiet=args.quiet, checked=args.checked)
-        return _report(summary, run_dir)
-    except (study.ConfigError, FileExistsError) as err:
-        return _fail(str(err))
-    except FileNotFoundError as err:
+        return _report(summary, run_dir, cfg["plots"]["metrics"])
+    except (study.ConfigError, FileExistsError, FileNotFoundError) as err:
         return _fail(str(err))
     except study.NumericalError as err:
         return _fail(str(err), status=3)

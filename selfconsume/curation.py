@@ -16,6 +16,14 @@ identity :math:`\arg\max_j (\beta r_j + G_j) \sim P` needs ``k`` of them and two
 each (``benchmarks/bench_curation.py`` compares the two). Conventions: NaN rewards get
 probability 0 while a non-NaN candidate exists in the group; a group whose rewards are all NaN is
 chosen from uniformly (and its NaN reward is kept, so it remains visible).
+
+**Validation** (the rule of :mod:`selfconsume._checks`). Shapes and the static ``k`` raise
+``ValueError`` at trace time. ``beta`` (``>= 0``, inf allowed) and ``num_candidates`` (in
+``[1, k]``) raise the same ``ValueError`` at once when concrete; when traced (``jit``, ``vmap``,
+``scan``) an invalid value makes every floating output NaN (:func:`selfconsume._checks.poison`):
+the probabilities of :func:`choice_probabilities`; the kept rewards, and the kept samples when
+they are floating, of :func:`curate` (integer samples and the ``index`` stay as drawn). The check
+is one scalar comparison, and nothing for concrete values; NaN rewards are data, not an error.
 """
 
 from __future__ import annotations
@@ -47,6 +55,18 @@ def scaled_rewards(rewards: ArrayLike, beta: ArrayLike, reference: ArrayLike) ->
     rewards = jnp.asarray(rewards)
     z = jnp.where(rewards == reference, 0.0, beta * (rewards - reference))
     return jnp.where(jnp.isnan(z), -jnp.inf, z).astype(rewards.dtype)
+
+
+def _traced_ok(beta, num_candidates=None, *, k=None):
+    """The traced predicate of the value checks on ``beta`` (``>= 0``, not NaN) and
+    ``num_candidates`` (in ``[1, k]``), from the traced ones only (concrete ones have raised
+    already): a Python ``True`` when neither is traced."""
+    ok = True
+    if not _checks.is_concrete(beta):
+        ok = ok & _checks.scalar_ok(beta, minimum=0.0)
+    if num_candidates is not None and not _checks.is_concrete(num_candidates):
+        ok = ok & _checks.scalar_ok(num_candidates, minimum=1, maximum=k)
+    return ok
 
 
 def _float(x: ArrayLike) -> Array:
@@ -96,14 +116,15 @@ def choice_probabilities(rewards: ArrayLike, *, beta: ArrayLike = 1.0) -> Array:
         ``(..., k)`` probabilities summing to 1 over the last axis.
 
     Raises:
-        ValueError: if ``rewards`` is a scalar or ``beta`` is not a non-negative scalar.
+        ValueError: if ``rewards`` is a scalar or ``beta`` is not a non-negative scalar (a traced
+            ``beta`` that is negative or NaN makes the probabilities NaN instead).
     """
     rewards = _float(rewards)
     if rewards.ndim == 0 or rewards.shape[-1] == 0:
         raise ValueError(
             f"`rewards` must have a non-empty last axis (the candidates); got shape {rewards.shape}.")
     _checks.scalar("beta", beta, minimum=0.0)
-    return jax.nn.softmax(_group_logits(rewards, beta), axis=-1)
+    return _checks.poison(_traced_ok(beta), jax.nn.softmax(_group_logits(rewards, beta), axis=-1))
 
 
 def curate(
@@ -139,8 +160,9 @@ def curate(
 
     Raises:
         ValueError: if ``k < 1``, ``rewards`` is not 1-D, its length is zero or not a multiple of
-            ``k``, ``samples`` and ``rewards`` have different leading sizes, or ``beta`` is not a
-            non-negative scalar.
+            ``k``, ``samples`` and ``rewards`` have different leading sizes, ``beta`` is not a
+            non-negative scalar, or ``num_candidates`` is not in ``[1, k]``. Traced values out of
+            range raise nothing: the floating outputs are NaN (module docstring, Validation).
     """
     k = _checks.static_int("k", k, minimum=1)
     rewards = _float(rewards)
@@ -158,10 +180,13 @@ def curate(
     _checks.scalar("beta", beta, minimum=0.0)
     if num_candidates is not None:
         _checks.scalar("num_candidates", num_candidates, minimum=1, maximum=k)
+    ok = _traced_ok(beta, num_candidates, k=k)
     n = rewards.shape[0] // k
     if k == 1:
-        return Curated(samples=samples, rewards=rewards, index=jnp.zeros((n,), jnp.int32))
-    logits = _group_logits(rewards.reshape(n, k), beta, num_candidates)
-    index = _inverse_cdf_choice(key, logits)
-    rows = jnp.arange(n, dtype=jnp.int32) * k + index
-    return Curated(samples=samples[rows], rewards=rewards[rows], index=index)
+        kept = Curated(samples=samples, rewards=rewards, index=jnp.zeros((n,), jnp.int32))
+    else:
+        logits = _group_logits(rewards.reshape(n, k), beta, num_candidates)
+        index = _inverse_cdf_choice(key, logits)
+        rows = jnp.arange(n, dtype=jnp.int32) * k + index
+        kept = Curated(samples=samples[rows], rewards=rewards[rows], index=index)
+    return _checks.poison(ok, kept)

@@ -2,7 +2,11 @@ r"""Reward statistics and divergences between laws, for monitoring the retrainin
 
 Every function here is pure, jittable and vmappable: ranks and shapes are checked at trace time
 (``ValueError`` naming the argument), values are never branched on, and value problems (NaN rewards,
-singular covariances) come back as data (NaN or ``inf`` entries, ``nan_fraction``).
+singular covariances) come back as data (NaN or ``inf`` entries, ``nan_fraction``). Arguments
+with a required range follow the rule of :mod:`selfconsume._checks`: a concrete probability
+vector that is not one (or a negative ``bandwidth``) raises ``ValueError`` naming it; a traced one
+makes the result NaN (one reduction, nothing for concrete values), never a plausible number.
+Matrix products request ``Precision.HIGHEST`` (full float32 on accelerators).
 
 **Reward statistics.** :func:`reward_summary` reports the mean, the population standard deviation
 (``ddof = 0``) and quantiles (linear interpolation, as ``numpy.quantile``) of the non-NaN rewards,
@@ -108,6 +112,16 @@ def _two_laws(name_p: str, p, name_q: str, q) -> tuple[Array, Array]:
             f"`{name_p}` and `{name_q}` must have the same shape (M,); got {jnp.shape(p)} and "
             f"{jnp.shape(q)}.")
     return _float(p, q)
+
+
+def _laws_ok(*laws):
+    """The traced predicate that every traced law is a probability vector (concrete ones were
+    checked, and raised, already): a Python ``True`` when none is traced."""
+    ok = True
+    for p in laws:
+        if not _checks.is_concrete(p):
+            ok = ok & _checks.probability_vector_ok(p)
+    return ok
 
 
 def _samples(name: str, x, *, minimum: int = 1) -> None:
@@ -229,13 +243,15 @@ def kl_divergence(p: ArrayLike, q: ArrayLike) -> Array:
 
     Raises:
         ValueError: if ``p`` or ``q`` is not a non-empty 1-D array, or they differ in shape; when
-            concrete, if either has negative or non-finite entries or does not sum to 1.
+            concrete, if either has negative or non-finite entries or does not sum to 1 (when
+            traced, such a law makes the result NaN).
     """
     p, q = _two_laws("p", p, "q", q)
     on = p > 0
     safe_p = jnp.where(on, p, 1.0)
     safe_q = jnp.where(on, q, 1.0)
-    return jnp.sum(jnp.where(on, p * (jnp.log(safe_p) - jnp.log(safe_q)), 0.0))
+    kl = jnp.sum(jnp.where(on, p * (jnp.log(safe_p) - jnp.log(safe_q)), 0.0))
+    return _checks.poison(_laws_ok(p, q), kl)
 
 
 def total_variation(p: ArrayLike, q: ArrayLike) -> Array:
@@ -252,7 +268,7 @@ def total_variation(p: ArrayLike, q: ArrayLike) -> Array:
         ValueError: as :func:`kl_divergence`.
     """
     p, q = _two_laws("p", p, "q", q)
-    return 0.5 * jnp.sum(jnp.abs(p - q))
+    return _checks.poison(_laws_ok(p, q), 0.5 * jnp.sum(jnp.abs(p - q)))
 
 
 def entropy(p: ArrayLike) -> Array:
@@ -266,12 +282,13 @@ def entropy(p: ArrayLike) -> Array:
 
     Raises:
         ValueError: if ``p`` is not a non-empty 1-D array; when concrete, if it has negative or
-            non-finite entries or does not sum to 1.
+            non-finite entries or does not sum to 1 (when traced, the result is NaN instead).
     """
     _checks.probability_vector("p", p)
     (p,) = _float(p)
     on = p > 0
-    return -jnp.sum(jnp.where(on, p * jnp.log(jnp.where(on, p, 1.0)), 0.0))
+    h = -jnp.sum(jnp.where(on, p * jnp.log(jnp.where(on, p, 1.0)), 0.0))
+    return _checks.poison(_laws_ok(p), h)
 
 
 def expected_reward(p: ArrayLike, rewards: ArrayLike) -> Array:
@@ -288,7 +305,8 @@ def expected_reward(p: ArrayLike, rewards: ArrayLike) -> Array:
 
     Raises:
         ValueError: if ``p`` is not a non-empty 1-D array, ``rewards`` does not have the shape of
-            ``p``; when ``p`` is concrete, if it is not a probability vector.
+            ``p``; when ``p`` is concrete, if it is not a probability vector (when traced, the
+            result is NaN instead).
     """
     if jnp.ndim(rewards) != 1 or jnp.shape(rewards) != jnp.shape(p):
         raise ValueError(
@@ -296,7 +314,7 @@ def expected_reward(p: ArrayLike, rewards: ArrayLike) -> Array:
             f"{jnp.shape(p)}.")
     _checks.probability_vector("p", p)
     p, rewards = _float(p, rewards)
-    return jnp.sum(jnp.where(p > 0, p * rewards, 0.0))
+    return _checks.poison(_laws_ok(p), jnp.sum(jnp.where(p > 0, p * rewards, 0.0)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,7 +503,10 @@ def mmd_rbf(x: ArrayLike, y: ArrayLike, *, bandwidth: ArrayLike | None = None) -
         return jnp.sum(k) / (a.shape[0] * (a.shape[0] - 1))
 
     kxy = jnp.mean(_rbf(_sq_dists(x, y), gamma))
-    return off_diagonal_mean(x) + off_diagonal_mean(y) - 2.0 * kxy
+    value = off_diagonal_mean(x) + off_diagonal_mean(y) - 2.0 * kxy
+    if bandwidth is not None and not _checks.is_concrete(bandwidth):
+        value = _checks.poison(_checks.scalar_ok(bandwidth, minimum=0.0), value)
+    return value
 
 
 # --------------------------------------------------------------------------------------------

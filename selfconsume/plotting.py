@@ -7,7 +7,7 @@ importing this module leaves ``matplotlib.get_backend()`` unchanged. Each functi
 figure; with ``path`` it also writes a PNG (dpi 120) atomically: to a temporary file in the same
 folder, then ``os.replace``, creating the folder if needed.
 
-**Inputs.** The figures read a :class:`~selfconsume.sweep.SweepResult` whose leading axes are
+**Inputs.** The figures read a :class:`~selfconsume.results.SweepResult` whose leading axes are
 ``("seed", *grid names)``. A metric is a key of ``result.values`` (nested dict keys joined with
 ``"/"``); per-generation metrics have shape ``(S, *grid sizes, T + 1)``, generation 0 being the
 initial model.
@@ -20,7 +20,7 @@ NaN; nothing is dropped silently),
     s^2 = \frac{1}{S-1} \sum_s (y_s - \bar y)^2,\qquad
     \bar y \pm t_{(1+\ell)/2,\, S-1}\, \frac{s}{\sqrt S},
 
-the level-:math:`\ell` Student-t confidence interval of the mean (:func:`mean_and_interval`). The
+the level-:math:`\ell` Student-t confidence interval of the mean (:func:`selfconsume.stats.mean_and_interval`). The
 t quantile comes from ``scipy.stats.t.ppf`` when SciPy is installed; otherwise from the exact
 closed form of the t distribution function for integer degrees of freedom :math:`\nu`
 (Abramowitz & Stegun 26.7.3-4, with :math:`\theta = \arctan(t / \sqrt\nu)`,
@@ -44,7 +44,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,7 +55,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from selfconsume.sweep import SweepResult, _atomic_write, _named_leaves
+from selfconsume import stats
+from selfconsume.files import atomic_write
+from selfconsume.results import SweepResult, named_leaves
+from selfconsume.stats import mean_and_interval
 
 __all__ = [
     "class_proportions",
@@ -76,104 +78,6 @@ _REWARD_GRID = 121
 
 
 # --------------------------------------------------------------------------------------------
-# Seed statistics
-# --------------------------------------------------------------------------------------------
-
-
-def mean_and_interval(values, *, axis: int = 0,
-                      level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean along ``axis`` and the Student-t confidence interval of that mean.
-
-    ``mean ± t_{(1+level)/2, S-1} * sd / sqrt(S)`` with ``sd`` the sample standard deviation
-    (``ddof=1``) of the ``S = values.shape[axis]`` entries. With ``S = 1`` the interval is empty:
-    ``low = high = mean``. A NaN among the entries gives NaN (nothing is dropped).
-
-    Args:
-        values: array-like of numbers, shape ``(..., S, ...)`` with ``S >= 1`` along ``axis``.
-        axis: the axis to average over (negative values count from the end).
-        level: confidence level in ``(0, 1)``.
-
-    Returns:
-        ``(mean, low, high)``, float64 arrays of ``values``' shape without ``axis`` (NumPy
-        scalars for 1-D ``values``).
-
-    Raises:
-        ValueError: if ``values`` is not numeric or is 0-d, ``axis`` is out of range or not an
-            integer, the axis is empty, or ``level`` is not in ``(0, 1)``.
-    """
-    a = _numeric("values", values)
-    if a.ndim == 0:
-        raise ValueError("`values` must have at least one axis to average over; got a 0-d "
-                         "array.")
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise ValueError(f"`axis` must be an integer; got {axis!r}.")
-    if not -a.ndim <= axis < a.ndim:
-        raise ValueError(f"`axis` must be in [{-a.ndim}, {a.ndim - 1}] for `values` of shape "
-                         f"{a.shape}; got {axis}.")
-    _check_level(level)
-    n = a.shape[axis]
-    if n == 0:
-        raise ValueError(f"`values` must have at least one entry along axis {axis}; got shape "
-                         f"{a.shape}.")
-    with np.errstate(invalid="ignore", over="ignore"):
-        mean = np.mean(a, axis=axis)
-        if n == 1:
-            return mean, mean.copy(), mean.copy()
-        half = _t_quantile(level, n - 1) * np.std(a, axis=axis, ddof=1) / math.sqrt(n)
-        return mean, mean - half, mean + half
-
-
-def _check_level(level) -> float:
-    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
-        raise ValueError(f"`level` must be a number in (0, 1), e.g. 0.95; got {level!r}.")
-    return float(level)
-
-
-def _t_quantile(level: float, df: int) -> float:
-    """Two-sided Student-t quantile ``t_{(1+level)/2, df}`` (SciPy if available)."""
-    try:
-        import scipy.stats
-    except ImportError:
-        return _t_quantile_builtin(level, df)
-    return float(scipy.stats.t.ppf(0.5 + 0.5 * level, df))
-
-
-def _t_quantile_builtin(level: float, df: int) -> float:
-    """The same quantile without SciPy: exact series for ``df <= 1000``, Cornish-Fisher above."""
-    if df > 1000:
-        z = statistics.NormalDist().inv_cdf(0.5 + 0.5 * level)
-        g1 = (z**3 + z) / 4
-        g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-        g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-        return z + g1 / df + g2 / df**2 + g3 / df**3
-
-    if df % 2 == 0:
-        j = np.arange(1, df // 2)
-        ratios = (2 * j - 1) / (2 * j)                      # (2j-1)!!/(2j)!! step by step
-    else:
-        j = np.arange(1, (df - 1) // 2)
-        ratios = (2 * j) / (2 * j + 1)                      # (2j)!!/(2j+1)!! step by step
-    coef = np.concatenate([[1.0], np.cumprod(ratios)])
-    powers = np.arange(coef.size)
-
-    def two_sided_cdf(theta: float) -> float:               # P(|T| <= sqrt(df) tan(theta))
-        c, s = math.cos(theta), math.sin(theta)
-        series = float(np.sum(coef * (c * c) ** powers))
-        if df % 2 == 0:
-            return s * series
-        return 2 / math.pi * (theta + (s * c * series if df > 1 else 0.0))
-
-    lo, hi = 0.0, math.pi / 2
-    for _ in range(80):                                      # bisection to machine precision
-        mid = 0.5 * (lo + hi)
-        if two_sided_cdf(mid) < level:
-            lo = mid
-        else:
-            hi = mid
-    return math.sqrt(df) * math.tan(0.5 * (lo + hi))
-
-
-# --------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------
 
@@ -186,7 +90,7 @@ def metric_vs_generation(result: SweepResult, metric: str, *, path: str | os.Pat
     One line per grid point (one per combination for several grid axes, a single line without
     grid axes), labelled ``"name=value"``. With one grid axis the colours follow its order
     (viridis); with two, the colour follows the first axis and the line style the second. The
-    band is the ``level`` Student-t interval of the mean over seeds (:func:`mean_and_interval`);
+    band is the ``level`` Student-t interval of the mean over seeds (:func:`selfconsume.stats.mean_and_interval`);
     with one seed no band is drawn. With ``reference``, that metric's seed mean is drawn as a thin
     black dashed line per grid point (e.g. the exact population curve ``exact_reward`` over the
     sample-based ``reward_mean``).
@@ -198,7 +102,8 @@ def metric_vs_generation(result: SweepResult, metric: str, *, path: str | os.Pat
         title: the figure title (the study); defaults to the metric name.
         ylabel: the y-axis label (include units); defaults to the metric name.
         level: confidence level of the bands, in ``(0, 1)``.
-        reference: optional key of ``result.values`` shaped like ``metric``, drawn dashed.
+        reference: optional key of ``result.values`` shaped like ``metric`` (e.g. the exact
+            population curve), drawn dashed in the colour of each configuration.
 
     Returns:
         The :class:`~matplotlib.figure.Figure` (one axes).
@@ -214,7 +119,7 @@ def metric_vs_generation(result: SweepResult, metric: str, *, path: str | os.Pat
     if reference is not None:
         ref = np.mean(_metric(result, reference, trailing=1, trailing_name="T + 1",
                               argument="reference"), axis=0)
-    level = _check_level(level)
+    level = stats.check_level(level)
     title, ylabel = _text("title", title), _text("ylabel", ylabel, optional=True)
     _check_path(path)
     num_seeds, num_gens = values.shape[0], values.shape[-1]
@@ -236,8 +141,8 @@ def metric_vs_generation(result: SweepResult, metric: str, *, path: str | os.Pat
             ax.fill_between(gens, low[index], high[index], color=line.get_color(), alpha=band_alpha,
                             linewidth=0)
         if ref is not None:
-            ax.plot(gens, ref[index], color="black", linewidth=1.0, linestyle="--",
-                    label=reference if index == points[0][0] else None)
+            ax.plot(gens, ref[index], color=line.get_color(), linewidth=1.1, linestyle="--",
+                    alpha=0.9, label=f"{reference} (dashed)" if index == points[0][0] else None)
     ax.set_xlabel("generation")
     ax.set_ylabel(ylabel if ylabel is not None else metric)
     ax.set_title(title or metric)
@@ -651,7 +556,7 @@ def _finish(fig: Figure, path) -> Figure:
     if path is not None:
         path = os.path.abspath(os.fspath(path))
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI), binary=True)
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI), binary=True)
     return fig
 
 
@@ -667,7 +572,7 @@ def _check_result(result) -> None:
 def _metric(result: SweepResult, metric, *, trailing, trailing_name: str,
             argument: str = "metric") -> np.ndarray:
     """``result.values[metric]`` as a float64 array with ``trailing`` extra axes (int or tuple)."""
-    available = dict(_named_leaves(result.values))
+    available = dict(named_leaves(result.values))
     if not isinstance(metric, str) or metric not in available:
         raise ValueError(f"`{argument}` must be one of the result's metrics {sorted(available)}; "
                          f"got {metric!r}.")
@@ -682,15 +587,7 @@ def _metric(result: SweepResult, metric, *, trailing, trailing_name: str,
 
 
 def _numeric(name: str, value, *, label: str | None = None) -> np.ndarray:
-    """``value`` as a float64 array; ``label`` names a metric in the message."""
-    try:
-        a = np.asarray(value)
-    except Exception as err:  # ragged lists and the like
-        raise ValueError(f"`{name}` must be an array of numbers; got {value!r}.") from err
-    if a.dtype.kind not in "biuf":
-        what = f"`{name}` {label!r}" if label else f"`{name}`"
-        raise ValueError(f"{what} must hold numbers (bool, int or float); got dtype {a.dtype}.")
-    return a.astype(np.float64)
+    return stats.numeric(name, value, label=label)
 
 
 def _text(name: str, value, *, optional: bool = False):

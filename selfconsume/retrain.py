@@ -39,8 +39,7 @@ from selfconsume.models import GenerativeModel
 from selfconsume.types import Array, ArrayLike, Curated, PRNGKey, PyTree
 
 __all__ = ["LoopConfig", "Hyperparams", "RetrainState", "RetrainInfo", "init_state",
-           "retrain_step", "run", "default_metrics", "recorder", "scan_generations",
-           "final_record", "prepare_real", "REGIMES"]
+           "retrain_step", "run", "run_chunk", "final_record", "default_metrics", "REGIMES"]
 
 REGIMES = ("replace", "accumulate")
 
@@ -73,17 +72,37 @@ class LoopConfig:
 class Hyperparams:
     """Swept values: array leaves, so ``vmap`` batches them without recompiling.
 
+    Python floats are stored as arrays of JAX's default float dtype and ``num_candidates``
+    defaults to an int32 array, so ``Hyperparams()`` and ``Hyperparams(beta=2.0,
+    num_candidates=3)`` have the same tree structure and dtypes: a jitted loop compiles once for
+    both.
+
     Attributes:
         beta: curator inverse temperature ``>= 0`` (``jnp.inf`` = best-of-k).
         real_fraction: fraction ``a`` in ``[0, 1]`` of real data in each ``replace`` refit.
-        num_candidates: effective number of candidates in ``[1, LoopConfig.k]`` (an int, possibly
-            traced); ``None`` means ``k``. The unused candidates are drawn and ignored, so K can be
-            swept inside one compiled program.
+        num_candidates: effective number of candidates in ``[1, LoopConfig.k]``, an int32 scalar
+            (possibly traced); ``0`` (the default) means ``k``. The unused candidates are drawn
+            and ignored, so K can be swept inside one compiled program.
+        reward_scale: factor ``s`` applied to every reward, ``r = s * reward_fn(x)`` (the curator
+            sees ``beta * s * reward_fn(x)``; the recorded rewards are scaled too). Sweep it here
+            rather than by rebuilding the reward function.
     """
 
     beta: ArrayLike = 1.0
     real_fraction: ArrayLike = 0.0
     num_candidates: ArrayLike | None = None
+    reward_scale: ArrayLike = 1.0
+
+    def __post_init__(self):
+        for name in ("beta", "real_fraction", "reward_scale"):
+            value = getattr(self, name)
+            if isinstance(value, float):
+                object.__setattr__(self, name, jnp.asarray(value, jnp.result_type(float)))
+        if self.num_candidates is None:
+            object.__setattr__(self, "num_candidates", jnp.zeros((), jnp.int32))
+        elif isinstance(self.num_candidates, int) and not isinstance(self.num_candidates, bool):
+            object.__setattr__(self, "num_candidates", jnp.asarray(self.num_candidates,
+                                                                   jnp.int32))
 
 
 @struct.dataclass
@@ -112,12 +131,14 @@ class RetrainInfo:
         candidate_rewards: ``(n * k,)`` their rewards.
         kept: the curated samples (:class:`~selfconsume.Curated`, ``n`` rows).
         fit_is_finite: bool scalar, whether every leaf of the refitted params is finite.
+        hyper: the :class:`Hyperparams` of the generation (e.g. ``hyper.reward_scale``).
     """
 
     candidates: Array
     candidate_rewards: Array
     kept: Curated
     fit_is_finite: Array
+    hyper: Hyperparams
 
 
 def _all_finite(tree: PyTree) -> Array:
@@ -138,13 +159,30 @@ def _check_loop_args(model, reward_fn, config) -> None:
                          f"{type(reward_fn).__name__}.")
 
 
-def _check_hyper(hyper: Hyperparams, config: LoopConfig) -> None:
+def _check_hyper(hyper: Hyperparams, config: LoopConfig, real_data) -> Array:
+    """Checks the hyperparameters (concrete: ``ValueError``); returns the traced validity."""
     if not isinstance(hyper, Hyperparams):
         raise ValueError(f"`hyper` must be a selfconsume.Hyperparams; got {type(hyper).__name__}.")
     _checks.scalar("beta", hyper.beta, minimum=0.0)
     _checks.scalar("real_fraction", hyper.real_fraction, minimum=0.0, maximum=1.0)
-    if hyper.num_candidates is not None:
-        _checks.scalar("num_candidates", hyper.num_candidates, minimum=1, maximum=config.k)
+    _checks.scalar("num_candidates", hyper.num_candidates, minimum=0, maximum=config.k)
+    _checks.scalar("reward_scale", hyper.reward_scale)
+    _checks.finite("reward_scale", hyper.reward_scale)
+    if not jnp.issubdtype(jnp.result_type(hyper.num_candidates), jnp.integer):
+        raise ValueError(f"`num_candidates` must be an integer in [1, k] (0 = k); got dtype "
+                         f"{jnp.result_type(hyper.num_candidates)}.")
+    uses_real = config.regime == "replace"
+    if real_data is None and uses_real and _checks.is_concrete(hyper.real_fraction) and float(
+            hyper.real_fraction) != 0.0:
+        raise ValueError(f"`real_fraction` = {float(hyper.real_fraction):g} needs `real_data`; "
+                         "got real_data=None (pass the real samples, or real_fraction=0).")
+    ok = (_checks.scalar_ok(hyper.beta, minimum=0.0)
+          & _checks.scalar_ok(hyper.real_fraction, minimum=0.0, maximum=1.0)
+          & _checks.scalar_ok(hyper.num_candidates, minimum=0, maximum=config.k)
+          & jnp.isfinite(hyper.reward_scale))
+    if real_data is None and uses_real:
+        ok = ok & (jnp.asarray(hyper.real_fraction) == 0)
+    return ok
 
 
 def _sample_spec(model: GenerativeModel, params, config: LoopConfig):
@@ -182,11 +220,44 @@ def _check_real(real_data, real_weights, spec, config: LoopConfig):
     return real_data.astype(spec.dtype), weights
 
 
-def init_state(params0: PyTree, *, model: GenerativeModel, config: LoopConfig) -> RetrainState:
+def _fit_data_spec(real_data, spec, config: LoopConfig):
+    """Shape of the data every refit of the loop receives (real rows first)."""
+    n_real = 0 if real_data is None else real_data.shape[0]
+    kept = config.num_samples if config.regime == "replace" else (
+        config.num_generations * config.num_samples)
+    return jax.ShapeDtypeStruct((n_real + kept,) + spec.shape[1:], spec.dtype)
+
+
+def init_state(params0: PyTree, *, model: GenerativeModel, config: LoopConfig,
+               real_data: ArrayLike | None = None) -> RetrainState:
     """The loop's initial state: ``params0`` at generation 0 (with an empty pool for
-    ``accumulate``)."""
+    ``accumulate``).
+
+    A family whose params grow with the data (``kde`` holds its training points) gets ``params0``
+    conformed to the shape of the loop's refits (``model.conform``: the same distribution with
+    zero-weight padding), so the state keeps one shape over generations; pass the loop's
+    ``real_data`` (or ``None``) so that shape is known.
+
+    Raises:
+        ValueError: if the loop's refits change the params' shapes and the family cannot conform
+            ``params0`` to them.
+    """
+    spec = _sample_spec(model, params0, config)
+    if real_data is not None:
+        real_data = jnp.asarray(real_data)
+    data = _fit_data_spec(real_data, spec, config)
+    weights = jax.ShapeDtypeStruct(data.shape[:1], jnp.result_type(float))
+    like = jax.eval_shape(model.fit, jax.random.key(0), params0, data, weights)
+    shapes = lambda tree: jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)  # noqa
+    if jax.tree.structure(like) != jax.tree.structure(params0) or shapes(like) != shapes(params0):
+        conform = getattr(model, "conform", None)
+        if conform is None:
+            raise ValueError(
+                f"`model` {model.name!r} refits params of another shape than `params0` "
+                f"({jax.tree.map(jnp.shape, params0)} -> {jax.tree.map(jnp.shape, like)}) and "
+                "cannot conform them; a lax.scan over generations needs one shape.")
+        params0 = conform(params0, like)
     if config.regime == "accumulate":
-        spec = _sample_spec(model, params0, config)
         rows = config.num_generations * config.num_samples
         pool = jnp.zeros((rows,) + spec.shape[1:], spec.dtype)
         return RetrainState(params=params0, generation=jnp.zeros((), jnp.int32), pool=pool,
@@ -198,12 +269,14 @@ def _draw_and_curate(key, params, hyper, *, model, reward_fn, config):
     key_sample, key_curate = jax.random.split(key)
     n = config.num_samples * config.k
     candidates = model.sample(key_sample, params, n)
-    rewards = jnp.asarray(reward_fn(candidates))
-    if rewards.shape != (n,):
+    raw = jnp.asarray(reward_fn(candidates))
+    if raw.shape != (n,):
         raise ValueError(f"`reward_fn` must map ({n}, ...) samples to rewards of shape ({n},); "
-                         f"got shape {rewards.shape}.")
+                         f"got shape {raw.shape}.")
+    rewards = jnp.asarray(hyper.reward_scale, raw.dtype) * raw
+    num_candidates = jnp.where(hyper.num_candidates > 0, hyper.num_candidates, config.k)
     kept = curate(key_curate, candidates, rewards, k=config.k, beta=hyper.beta,
-                  num_candidates=hyper.num_candidates)
+                  num_candidates=num_candidates)
     return candidates, rewards, kept
 
 
@@ -255,25 +328,38 @@ def retrain_step(
 
     Returns:
         ``(new_state, info)``; ``info`` describes the candidates drawn from ``state`` and whether
-        the refit stayed finite.
+        the refit stayed finite. Traced invalid hyperparameters (``beta < 0``, ``real_fraction``
+        outside ``[0, 1]`` or non-zero without real data, ...) give NaN params and
+        ``fit_is_finite = False`` (the rule of :mod:`selfconsume._checks`).
+
+    Raises:
+        ValueError: for structural problems and concrete invalid values.
     """
-    _check_loop_args(model, reward_fn, config)
-    _check_hyper(hyper, config)
-    spec = _sample_spec(model, state.params, config)
-    real_data, real_weights = _check_real(real_data, real_weights, spec, config)
-    return _step(key, state, hyper, real_data, real_weights, model=model, reward_fn=reward_fn,
-                 config=config)
+    real_data, real_weights, ok = _prepare(state.params, hyper, real_data, real_weights,
+                                           model=model, reward_fn=reward_fn, config=config)
+    return _step(key, state, hyper, real_data, real_weights, ok, model=model,
+                 reward_fn=reward_fn, config=config)
 
 
-def _step(key, state, hyper, real_data, real_weights, *, model, reward_fn, config):
+def _step(key, state, hyper, real_data, real_weights, ok, *, model, reward_fn, config):
     key_draw, key_fit = jax.random.split(key)
     candidates, rewards, kept = _draw_and_curate(key_draw, state.params, hyper, model=model,
                                                  reward_fn=reward_fn, config=config)
     new_state = _refit(key_fit, state, kept, hyper, real_data, real_weights, model=model,
                        config=config)
+    new_state = new_state.replace(params=_checks.poison(ok, new_state.params))
     info = RetrainInfo(candidates=candidates, candidate_rewards=rewards, kept=kept,
-                       fit_is_finite=_all_finite(new_state.params))
+                       fit_is_finite=_all_finite(new_state.params), hyper=hyper)
     return new_state, info
+
+
+def _prepare(params, hyper, real_data, real_weights, *, model, reward_fn, config):
+    """The checks of every entry point: ``(real data, normalised weights, traced validity)``."""
+    _check_loop_args(model, reward_fn, config)
+    real_data, real_weights = _check_real(real_data, real_weights,
+                                          _sample_spec(model, params, config), config)
+    ok = _check_hyper(hyper, config, real_data)
+    return real_data, real_weights, ok
 
 
 def default_metrics(
@@ -287,7 +373,7 @@ def default_metrics(
     """The metrics :func:`run` records by default, as a ``metrics_fn(state, info) -> dict``.
 
     * ``reward_mean``, ``reward_std``, ``reward_q05`` ... ``reward_q95``, ``reward_nan_fraction``:
-      the rewards of the fresh candidates drawn from the model;
+      the (scaled) rewards of the fresh candidates drawn from the model;
     * ``kept_reward_mean``: the mean reward of the curated samples;
     * ``is_finite``: whether every leaf of the model's params is finite;
     * ``holdout_nll``: mean negative log-likelihood of ``holdout`` (where ``log_prob`` exists);
@@ -307,8 +393,9 @@ def default_metrics(
             out["holdout_nll"] = -jnp.mean(model.log_prob(state.params, holdout))
         if model.name == "categorical":
             probs = state.params.probs
-            out["expected_reward"] = metrics_lib.expected_reward(
-                probs, reward_fn(jnp.arange(probs.shape[0], dtype=jnp.int32)))
+            states = jnp.arange(probs.shape[0], dtype=jnp.int32)
+            rewards = jnp.asarray(info.hyper.reward_scale, probs.dtype) * reward_fn(states)
+            out["expected_reward"] = metrics_lib.expected_reward(probs, rewards)
             out["entropy"] = metrics_lib.entropy(probs)
             if p_data is not None:
                 out["kl_data"] = metrics_lib.kl_divergence(p_data, probs)
@@ -318,18 +405,11 @@ def default_metrics(
     return metrics
 
 
-def recorder(
-    *,
-    model: GenerativeModel,
-    reward_fn: Callable[[Array], Array],
-    real_data: Array | None,
-    real_weights: Array | None,
-    metrics_fn: Callable[[RetrainState, RetrainInfo], dict] | None = None,
-    default: bool = True,
-    holdout: ArrayLike | None = None,
-) -> Callable[[RetrainState, RetrainInfo], dict[str, Array]]:
-    """The per-generation ``record(state, info) -> dict`` that :func:`run` stacks into history:
-    the default metrics (unless ``default=False``), then ``metrics_fn``'s, then ``fit_is_finite``."""
+def _recorder(*, model, reward_fn, real_data, real_weights, metrics_fn=None, default=True,
+              holdout=None):
+    """The per-generation ``record(state, info) -> dict``: the default metrics (unless
+    ``default=False``), then ``metrics_fn``'s (Python numbers become arrays), then
+    ``fit_is_finite``."""
     if metrics_fn is None and not default:
         raise ValueError("`default=False` needs a `metrics_fn`; got metrics_fn=None.")
     base = default_metrics(model=model, reward_fn=reward_fn, real_data=real_data,
@@ -338,43 +418,82 @@ def recorder(
     def record(state, info):
         out = dict(base(state, info)) if base is not None else {}
         if metrics_fn is not None:
-            out.update(metrics_fn(state, info))
+            extra = metrics_fn(state, info)
+            if not isinstance(extra, dict):
+                raise ValueError(f"`metrics_fn` must return a dict of name -> array; got "
+                                 f"{type(extra).__name__}.")
+            out.update({k: jax.tree.map(jnp.asarray, v) for k, v in extra.items()})
         out["fit_is_finite"] = info.fit_is_finite
         return out
 
     return record
 
 
-def scan_generations(keys, state, hyper, real_data, real_weights, *, model, reward_fn, config,
-                     record):
-    """Runs one generation per key with ``lax.scan``: the building block of :func:`run`, also
-    used to run a long loop in host-side chunks (``real_data``/``real_weights`` as returned by
-    :func:`prepare_real`).
+def run_chunk(
+    keys: PRNGKey,
+    state: RetrainState,
+    hyper: Hyperparams,
+    real_data: ArrayLike | None,
+    *,
+    model: GenerativeModel,
+    reward_fn: Callable[[Array], Array],
+    config: LoopConfig,
+    metrics_fn: Callable[[RetrainState, RetrainInfo], dict] | None = None,
+    default: bool = True,
+    real_weights: ArrayLike | None = None,
+    holdout: ArrayLike | None = None,
+) -> tuple[RetrainState, dict[str, Array]]:
+    """Runs ``len(keys)`` generations from ``state`` with ``lax.scan``: a chunk of :func:`run`.
+
+    :func:`run` is ``init_state``, ``run_chunk`` over ``split(key, T + 1)[:T]`` and
+    :func:`final_record` with the last key, so a loop run in chunks (e.g. by
+    :func:`selfconsume.sweep` with a :class:`selfconsume.Generations` program, with checkpoints
+    in between) reproduces :func:`run` exactly. Arguments as :func:`run`.
 
     Returns:
         ``(state, history)`` with history entries of leading axis ``len(keys)``, entry ``i``
-        describing the state *before* generation ``i`` of the chunk.
+        describing the state *before* the ``i``-th generation of the chunk.
     """
+    real_data, real_weights, ok = _prepare(state.params, hyper, real_data, real_weights,
+                                           model=model, reward_fn=reward_fn, config=config)
+    record = _recorder(model=model, reward_fn=reward_fn, real_data=real_data,
+                       real_weights=real_weights, metrics_fn=metrics_fn, default=default,
+                       holdout=holdout)
 
     def body(state, key):
-        new_state, info = _step(key, state, hyper, real_data, real_weights, model=model,
+        new_state, info = _step(key, state, hyper, real_data, real_weights, ok, model=model,
                                 reward_fn=reward_fn, config=config)
         return new_state, record(state, info)
 
     return lax.scan(body, state, keys)
 
 
-def final_record(key, state, hyper, *, model, reward_fn, config, record):
-    """The history entry of the last state: its candidates are drawn and curated, not refitted."""
+def final_record(
+    key: PRNGKey,
+    state: RetrainState,
+    hyper: Hyperparams,
+    real_data: ArrayLike | None,
+    *,
+    model: GenerativeModel,
+    reward_fn: Callable[[Array], Array],
+    config: LoopConfig,
+    metrics_fn: Callable[[RetrainState, RetrainInfo], dict] | None = None,
+    default: bool = True,
+    real_weights: ArrayLike | None = None,
+    holdout: ArrayLike | None = None,
+) -> dict[str, Array]:
+    """The history entry of the last state: its candidates are drawn and curated, not refitted
+    (``fit_is_finite`` says whether the state's params are finite). Arguments as :func:`run`."""
+    real_data, real_weights, ok = _prepare(state.params, hyper, real_data, real_weights,
+                                           model=model, reward_fn=reward_fn, config=config)
+    record = _recorder(model=model, reward_fn=reward_fn, real_data=real_data,
+                       real_weights=real_weights, metrics_fn=metrics_fn, default=default,
+                       holdout=holdout)
     candidates, rewards, kept = _draw_and_curate(key, state.params, hyper, model=model,
                                                  reward_fn=reward_fn, config=config)
+    finite = _all_finite(state.params) & ok
     return record(state, RetrainInfo(candidates=candidates, candidate_rewards=rewards, kept=kept,
-                                     fit_is_finite=_all_finite(state.params)))
-
-
-def prepare_real(params0, real_data, real_weights, *, model, config):
-    """Validates the real data against the model's samples: ``(data, normalised weights)``."""
-    return _check_real(real_data, real_weights, _sample_spec(model, params0, config), config)
+                                     fit_is_finite=finite, hyper=hyper))
 
 
 def run(
@@ -398,8 +517,8 @@ def run(
     "metrics_fn"))``; ``hyper`` stays an array argument, so sweeps over it never recompile.
 
     Generation ``t`` uses ``jax.random.split(key, num_generations + 1)[t]`` (the last key draws
-    the final generation's candidates), so a loop run in chunks with :func:`scan_generations`
-    and :func:`final_record` on slices of those keys reproduces this function exactly.
+    the final generation's candidates), so a loop run in chunks with :func:`run_chunk` and
+    :func:`final_record` on slices of those keys reproduces this function exactly.
 
     Args:
         key: PRNG key, consumed (one subkey per generation).
@@ -409,8 +528,9 @@ def run(
         model: the :class:`~selfconsume.models.GenerativeModel`.
         reward_fn: maps ``(m, ...)`` samples to ``(m,)`` rewards; pure.
         config: the static :class:`LoopConfig`.
-        metrics_fn: optional ``metrics_fn(state, info) -> dict`` of arrays, evaluated at every
-            generation; its entries extend the defaults (or replace them with ``default=False``).
+        metrics_fn: optional ``metrics_fn(state, info) -> dict`` of arrays (or Python numbers),
+            evaluated at every generation; its entries extend the defaults (or replace them with
+            ``default=False``).
         default: whether to record :func:`default_metrics`.
         real_weights: optional ``(N,)`` weights of the real samples.
         holdout: optional held-out real samples for ``holdout_nll``.
@@ -421,20 +541,19 @@ def run(
         ``num_generations + 1``; entry ``t`` describes generation ``t`` (``t = 0`` is
         ``params0``), including ``fit_is_finite`` (whether the refit from generation ``t`` stayed
         finite; at ``t = T``, whether the final params are finite).
+
+    Raises:
+        ValueError: for structural problems and concrete invalid values (``real_fraction`` > 0
+            without ``real_data`` among them). Traced invalid values give NaN params and
+            ``fit_is_finite = False`` instead (:mod:`selfconsume._checks`).
     """
-    _check_loop_args(model, reward_fn, config)
-    _check_hyper(hyper, config)
-    real_data, real_weights = prepare_real(params0, real_data, real_weights, model=model,
-                                           config=config)
-    record = recorder(model=model, reward_fn=reward_fn, real_data=real_data,
-                      real_weights=real_weights, metrics_fn=metrics_fn, default=default,
-                      holdout=holdout)
+    _prepare(params0, hyper, real_data, real_weights, model=model, reward_fn=reward_fn,
+             config=config)
+    options = dict(model=model, reward_fn=reward_fn, config=config, metrics_fn=metrics_fn,
+                   default=default, real_weights=real_weights, holdout=holdout)
     keys = jax.random.split(key, config.num_generations + 1)
-    state0 = init_state(params0, model=model, config=config)
-    final, history = scan_generations(keys[:-1], state0, hyper, real_data, real_weights,
-                                      model=model, reward_fn=reward_fn, config=config,
-                                      record=record)
-    last = final_record(keys[-1], final, hyper, model=model, reward_fn=reward_fn, config=config,
-                        record=record)
+    state0 = init_state(params0, model=model, config=config, real_data=real_data)
+    final, history = run_chunk(keys[:-1], state0, hyper, real_data, **options)
+    last = final_record(keys[-1], final, hyper, real_data, **options)
     history = jax.tree_util.tree_map(lambda h, x: jnp.concatenate([h, x[None]]), history, last)
     return final, history

@@ -4,7 +4,8 @@ r"""Reward functions: pure maps from samples ``(n, ...)`` to rewards ``(n,)``.
   distance reward of the paper's two-dimensional experiments (flat, maximal, inside the ball of
   radius :math:`\rho` around :math:`c`).
 * ``linear(direction, scale)``: :math:`r(x) = s \langle d, x \rangle`.
-* ``table(values)``: :math:`r(x) = v_x` for categorical states :math:`x \in \{0..M-1\}`.
+* ``table(values, scale)``: :math:`r(x) = s\, v_x` for categorical states :math:`x \in
+  \{0..M-1\}`.
 
 Rewards from a classifier :math:`q(x) = \operatorname{softmax}(f(x))` over ``C`` classes (a
 :class:`selfconsume.classifier.Classifier`) or from a generative model's density:
@@ -14,6 +15,18 @@ Rewards from a classifier :math:`q(x) = \operatorname{softmax}(f(x))` over ``C``
 * ``confidence(classifier, scale)``: :math:`r(x) = s \max_i q_i(x)`.
 * ``log_density(model, params, scale)``: :math:`r(x) = s \log p_\theta(x)` for a
   :class:`selfconsume.models.GenerativeModel` with a tractable ``log_prob``.
+
+**Linear in the scale.** Every reward is exactly :math:`r(x) = s \cdot b(x)`: the option
+``scale`` :math:`s` (default 1, a scalar that may be traced) times a base reward :math:`b` that
+does not depend on it, computed as the single product ``scale * base(x)``. So multiplying a
+reward by an array leaf (the loop's swept ``reward_scale``) is the same as building it with that
+scale, and ``scale = 1`` returns the base reward bit for bit.
+
+**Rewards are values.** A factory returns a :class:`Reward`: a plain callable ``reward(x) ->
+(n,)`` that compares and hashes equal to another built by the same factory with equal options
+(arrays compared by dtype and values; a classifier, or the params of ``log_density``, by
+identity; a traced option by identity), so it can be a static argument of ``jax.jit`` and two
+separately built equal rewards share one compilation.
 """
 
 from __future__ import annotations
@@ -22,16 +35,112 @@ import math
 import numbers
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from selfconsume import _checks
 from selfconsume.types import Array, ArrayLike, PyTree
 
-__all__ = ["distance", "linear", "table", "class_probability", "confidence", "log_density",
-           "REWARDS"]
+__all__ = ["Reward", "distance", "linear", "table", "class_probability", "confidence",
+           "log_density", "REWARDS"]
 
 RewardFn = Callable[[Array], Array]
+
+
+class _Identity:
+    """An option key that is equal only to the key of the same object (``is``)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return isinstance(other, _Identity) and other.obj is self.obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+    def __repr__(self) -> str:
+        return f"<{type(self.obj).__name__} at {id(self.obj):#x}>"
+
+
+def _option_key(value) -> Any:
+    """A hashable key of an option value: Python scalars as they are, concrete arrays as their
+    dtype and nested tuples of Python numbers, hashable objects as they are, anything else (a
+    tracer, a classifier, a params pytree) by identity."""
+    if value is None or isinstance(value, (bool, numbers.Number, str)):
+        return value
+    if not _checks.is_concrete(value):  # a tracer: no value to compare
+        return _Identity(value)
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        try:
+            a = np.asarray(value)
+        except Exception:  # noqa: BLE001 - not convertible: compare by identity
+            return _Identity(value)
+        if a.dtype == object:
+            return _Identity(value)
+
+        def nest(v):
+            return tuple(nest(e) for e in v) if isinstance(v, list) else v
+
+        return ("array", str(a.dtype), a.shape, nest(a.tolist()))
+    try:
+        hash(value)
+    except TypeError:
+        return _Identity(value)
+    return value
+
+
+class Reward:
+    """A reward function ``reward(x) -> (n,)`` that is a value: it compares and hashes by its
+    factory's name and options.
+
+    Attributes:
+        name: the factory's name (a key of :data:`REWARDS`).
+        options: sorted ``(name, key)`` pairs, where each key is hashable (module docstring).
+    """
+
+    __slots__ = ("name", "options", "_fn")
+
+    def __init__(self, name: str, options: dict, fn: RewardFn):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "options",
+                           tuple(sorted((k, _option_key(v)) for k, v in options.items())))
+        object.__setattr__(self, "_fn", fn)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"a Reward is immutable; cannot set {name!r}.")
+
+    def __call__(self, x: ArrayLike) -> Array:
+        """The rewards ``(n,)`` of the samples ``x`` ``(n, ...)``."""
+        return self._fn(x)
+
+    def _key(self) -> tuple:
+        return (type(self), self.name, self.options)
+
+    def __eq__(self, other):
+        if not isinstance(other, Reward):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={_short(v)}" for k, v in self.options)
+        return f"Reward(name={self.name!r}, options=({args}))"
+
+
+def _short(key) -> str:
+    if isinstance(key, tuple) and key and key[0] == "array":
+        return f"array(dtype={key[1]}, shape={key[2]})" if np.prod(key[2]) > 8 else repr(key[3])
+    return repr(key)
 
 
 def _vector(name: str, value: ArrayLike) -> Array:
@@ -47,15 +156,16 @@ def _check_points(x: Array, dim: int) -> Array:
     return x
 
 
-def distance(center: ArrayLike, *, scale: ArrayLike = 1.0, radius: ArrayLike = 0.0) -> RewardFn:
-    """The clipped distance reward ``-scale * max(0, ||x - center|| - radius)``.
+def distance(center: ArrayLike, *, scale: ArrayLike = 1.0, radius: ArrayLike = 0.0) -> Reward:
+    """The clipped distance reward ``scale * (-max(0, ||x - center|| - radius))``.
 
     Args:
-        center: ``(d,)`` the rewarded point. scale: reward scale (may be traced). radius: the
-            radius of the flat top.
+        center: ``(d,)`` the rewarded point.
+        scale: reward scale (a scalar; may be traced).
+        radius: the radius of the flat top (a scalar ``>= 0``).
 
     Returns:
-        ``reward(x: (n, d)) -> (n,)``.
+        ``reward(x: (n, d)) -> (n,)``, a :class:`Reward`.
     """
     center = _vector("center", center)
     _check_scale(scale)
@@ -64,25 +174,43 @@ def distance(center: ArrayLike, *, scale: ArrayLike = 1.0, radius: ArrayLike = 0
     def reward(x: Array) -> Array:
         x = _check_points(jnp.asarray(x), center.shape[0])
         dist = jnp.sqrt(jnp.sum((x - center[None, :]) ** 2, axis=1))
-        return -scale * jnp.maximum(dist - radius, 0.0)
+        return scale * -jnp.maximum(dist - radius, 0.0)
 
-    return reward
+    return Reward("distance", dict(center=center, scale=scale, radius=radius), reward)
 
 
-def linear(direction: ArrayLike, *, scale: ArrayLike = 1.0) -> RewardFn:
-    """The linear reward ``scale * <direction, x>``; returns ``reward(x: (n, d)) -> (n,)``."""
+def linear(direction: ArrayLike, *, scale: ArrayLike = 1.0) -> Reward:
+    """The linear reward ``scale * <direction, x>``.
+
+    Args:
+        direction: ``(d,)`` the rewarded direction.
+        scale: reward scale (a scalar; may be traced).
+
+    Returns:
+        ``reward(x: (n, d)) -> (n,)``, a :class:`Reward`.
+    """
     direction = _vector("direction", direction)
     _check_scale(scale)
 
     def reward(x: Array) -> Array:
-        return scale * (_check_points(jnp.asarray(x), direction.shape[0]) @ direction)
+        x = _check_points(jnp.asarray(x), direction.shape[0])
+        return scale * jnp.matmul(x, direction, precision="highest")
 
-    return reward
+    return Reward("linear", dict(direction=direction, scale=scale), reward)
 
 
-def table(values: ArrayLike) -> RewardFn:
-    """Rewards of categorical states: ``reward(x: (n,) int) -> values[x]``."""
+def table(values: ArrayLike, *, scale: ArrayLike = 1.0) -> Reward:
+    """Rewards of categorical states: ``reward(x: (n,) int) -> scale * values[x]``.
+
+    Args:
+        values: ``(M,)`` the reward of each state.
+        scale: reward scale (a scalar; may be traced).
+
+    Returns:
+        ``reward(x: (n,) int) -> (n,)``, a :class:`Reward`.
+    """
     values = _vector("values", values)
+    _check_scale(scale)
 
     def reward(x: Array) -> Array:
         x = jnp.asarray(x)
@@ -96,9 +224,9 @@ def table(values: ArrayLike) -> RewardFn:
                 raise ValueError(
                     f"the reward expects state indices in [0, {values.shape[0] - 1}] (one per "
                     f"entry of `values`); got values in [{a.min()}, {a.max()}].")
-        return values[x]
+        return scale * values[x]
 
-    return reward
+    return Reward("table", dict(values=values, scale=scale), reward)
 
 
 def _check_scale(scale: ArrayLike) -> ArrayLike:
@@ -134,7 +262,7 @@ def _class_probabilities(classifier: Any, x: Array) -> Array:
 
 
 def class_probability(classifier: Any, class_index: int, *,
-                      scale: ArrayLike = 1.0) -> RewardFn:
+                      scale: ArrayLike = 1.0) -> Reward:
     """The reward ``scale * q_{class_index}(x)``: a classifier's probability of one class.
 
     Args:
@@ -143,7 +271,8 @@ def class_probability(classifier: Any, class_index: int, *,
         scale: reward scale (may be traced, e.g. swept under ``vmap``).
 
     Returns:
-        ``reward(x: (n, *input_shape) or (n, d)) -> (n,)``.
+        ``reward(x: (n, *input_shape) or (n, d)) -> (n,)``, a :class:`Reward` (equal to another
+        only for the same classifier object).
     """
     num_classes = _check_classifier(classifier)
     if isinstance(class_index, bool) or not isinstance(class_index, numbers.Integral) or not (
@@ -156,10 +285,12 @@ def class_probability(classifier: Any, class_index: int, *,
     def reward(x: Array) -> Array:
         return scale * _class_probabilities(classifier, x)[:, class_index]
 
-    return reward
+    return Reward("class_probability",
+                  dict(classifier=_Identity(classifier), class_index=class_index, scale=scale),
+                  reward)
 
 
-def confidence(classifier: Any, *, scale: ArrayLike = 1.0) -> RewardFn:
+def confidence(classifier: Any, *, scale: ArrayLike = 1.0) -> Reward:
     """The reward ``scale * max_i q_i(x)``: the classifier's confidence in its predicted class.
 
     Args:
@@ -167,7 +298,8 @@ def confidence(classifier: Any, *, scale: ArrayLike = 1.0) -> RewardFn:
         scale: reward scale (may be traced).
 
     Returns:
-        ``reward(x: (n, *input_shape) or (n, d)) -> (n,)``.
+        ``reward(x: (n, *input_shape) or (n, d)) -> (n,)``, a :class:`Reward` (equal to another
+        only for the same classifier object).
     """
     _check_classifier(classifier)
     _check_scale(scale)
@@ -175,10 +307,10 @@ def confidence(classifier: Any, *, scale: ArrayLike = 1.0) -> RewardFn:
     def reward(x: Array) -> Array:
         return scale * jnp.max(_class_probabilities(classifier, x), axis=1)
 
-    return reward
+    return Reward("confidence", dict(classifier=_Identity(classifier), scale=scale), reward)
 
 
-def log_density(model: Any, params: PyTree, *, scale: ArrayLike = 1.0) -> RewardFn:
+def log_density(model: Any, params: PyTree, *, scale: ArrayLike = 1.0) -> Reward:
     """The reward ``scale * log p_params(x)`` of a generative model with a tractable density.
 
     Args:
@@ -187,7 +319,8 @@ def log_density(model: Any, params: PyTree, *, scale: ArrayLike = 1.0) -> Reward
         scale: reward scale (may be traced).
 
     Returns:
-        ``reward(x) -> (n,)`` for the samples ``x`` the model's ``log_prob`` accepts.
+        ``reward(x) -> (n,)`` for the samples ``x`` the model's ``log_prob`` accepts, a
+        :class:`Reward` (equal to another for an equal model and the same params object).
     """
     if not hasattr(model, "log_prob"):
         raise ValueError(f"`model` must be a selfconsume.models.GenerativeModel; got "
@@ -202,7 +335,8 @@ def log_density(model: Any, params: PyTree, *, scale: ArrayLike = 1.0) -> Reward
     def reward(x: Array) -> Array:
         return scale * model.log_prob(params, x)
 
-    return reward
+    return Reward("log_density", dict(model=model, params=_Identity(params), scale=scale),
+                  reward)
 
 
 REWARDS = _checks.Registry("reward", {

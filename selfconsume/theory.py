@@ -60,10 +60,23 @@ float64) and with the width of a continuous spread; :func:`quadrature_step` repo
 4. With :math:`a > 0`: :math:`\mathrm{KL}(p_{\rm data} \| p_t) \le \log(1/a)` for :math:`t \ge 1`;
    for :math:`K = \infty` the fixed point is
    :math:`p^* = p_{\rm data} / (1 + \lambda - \lambda e^{br}/Z)`, :math:`Z` set by normalisation.
+
+**Validation** (the rule of :mod:`selfconsume._checks`). Shapes, ranks and static integers raise
+``ValueError`` at trace time. Values are checked by the outermost public call: concrete
+probability vectors (finite, non-negative, summing to one), rewards (finite), ``beta`` (``>= 0``,
+inf allowed) and ``real_fraction`` (in ``[0, 1]``; ``(0, 1]`` for :func:`fixed_point`) raise
+``ValueError`` at once; when they are traced (``jit``, ``vmap``, ``scan``) an invalid value makes
+every floating entry of the result NaN (:func:`selfconsume._checks.poison`), one row at a time
+under ``vmap``, and :func:`check_theorems` then reports ``holds: False`` with NaN slack. The
+check is one reduction over the traced inputs, and nothing for concrete ones; calls made inside
+the package on values already checked skip it. Dot products feeding expectations request
+``Precision.HIGHEST`` (full float32 on accelerators).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 
@@ -98,18 +111,43 @@ _LOG_PHI_CUT = -60.0  # phi^(K-1) below e^-60 is dropped from the quadrature win
 # --------------------------------------------------------------------------------------------
 
 
+def _rates(name: str, x: Array, *, maximum: float | None, allowed: str) -> Array:
+    """Elementwise range check of a conversion's input: ``0 <= x`` (``<= maximum``), not NaN.
+
+    Concrete: raises ``ValueError`` naming ``name``. Traced: the predicate, elementwise (the
+    conversions act entry by entry, so only the invalid entries become NaN).
+    """
+    if _checks.is_concrete(x):
+        a = np.asarray(x, np.float64)
+        bad = np.isnan(a) | (a < 0) | ((a > maximum) if maximum is not None else False)
+        if np.any(bad):
+            raise ValueError(f"`{name}` must be {allowed}; got {float(a[bad].flat[0])!r}"
+                             + (f" ({int(bad.sum())} invalid entries)" if a.ndim else "") + ".")
+        return True
+    ok = x >= 0
+    return ok & (x <= maximum) if maximum is not None else ok
+
+
 def real_fraction_from_lambda(lam: ArrayLike) -> Array:
     r"""Converts the paper's synthetic-to-real ratio :math:`\lambda` to ``real_fraction`` = 1/(1+λ).
 
-    ``lam = jnp.inf`` (fully synthetic) gives 0.
+    ``lam = jnp.inf`` (fully synthetic) gives 0. Elementwise; ``lam`` must be ``>= 0`` (a concrete
+    negative or NaN entry raises ``ValueError``, a traced one gives NaN).
     """
-    return 1.0 / (1.0 + jnp.asarray(lam, dtype=jnp.result_type(float)))
+    lam = jnp.asarray(lam, dtype=jnp.result_type(float))
+    ok = _rates("lam", lam, maximum=None, allowed=">= 0 (inf allowed)")
+    return _checks.poison(ok, 1.0 / (1.0 + lam))
 
 
 def lambda_from_real_fraction(real_fraction: ArrayLike) -> Array:
-    r"""Converts ``real_fraction`` :math:`a` to the paper's :math:`\lambda = (1-a)/a` (inf at 0)."""
+    r"""Converts ``real_fraction`` :math:`a` to the paper's :math:`\lambda = (1-a)/a` (inf at 0).
+
+    Elementwise; ``real_fraction`` must be in ``[0, 1]`` (a concrete entry outside, or NaN, raises
+    ``ValueError``, a traced one gives NaN).
+    """
     a = jnp.asarray(real_fraction, dtype=jnp.result_type(float))
-    return (1.0 - a) / a
+    ok = _rates("real_fraction", a, maximum=1.0, allowed="in [0, 1]")
+    return _checks.poison(ok, (1.0 - a) / a)
 
 
 def _prepare(p, rewards, *, name: str = "p"):
@@ -122,12 +160,63 @@ def _prepare(p, rewards, *, name: str = "p"):
             f"{jnp.shape(p)}.")
     _checks.probability_vector(name, p)
     if _checks.is_concrete(rewards) and not np.all(np.isfinite(np.asarray(rewards))):
-        raise ValueError(f"`rewards` must be finite on the support; got {_checks._show(rewards)} "
+        raise ValueError(f"`rewards` must be finite on the support; got {_checks.show(rewards)} "
                          "with non-finite entries.")
     dtype = jnp.promote_types(jnp.asarray(p).dtype, jnp.asarray(rewards).dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
     return jnp.asarray(p, dtype), jnp.asarray(rewards, dtype)
+
+
+_INSIDE = contextvars.ContextVar("selfconsume_theory_inside", default=False)
+
+
+@contextlib.contextmanager
+def _inside():
+    """Marks what is traced from inside a public function whose inputs are already checked: the
+    public functions called there skip the traced value checks (one check per outermost call)."""
+    token = _INSIDE.set(True)
+    try:
+        yield
+    finally:
+        _INSIDE.reset(token)
+
+
+def _values_ok(*, probs=(), rewards=None, beta=None, real_fraction=None,
+               positive_fraction: bool = False):
+    """The traced validity predicate of the value checks, built from the traced arguments only.
+
+    Concrete arguments have been checked already (and raised); a Python ``True`` comes back when
+    nothing is traced, so that :func:`selfconsume._checks.poison` adds no operation.
+
+    Args:
+        probs: probability vectors (finite, non-negative, summing to one).
+        rewards: rewards, which must be finite.
+        beta: inverse temperature, ``>= 0`` (inf allowed).
+        real_fraction: in ``[0, 1]``, or in ``(0, 1]`` with ``positive_fraction``.
+    """
+    def traced(x):
+        return x is not None and not _checks.is_concrete(x)
+
+    ok = True
+    for p in probs:
+        if traced(p):
+            ok = ok & _checks.probability_vector_ok(p)
+    if traced(rewards):
+        ok = ok & jnp.all(jnp.isfinite(rewards))
+    if traced(beta):
+        ok = ok & _checks.scalar_ok(beta, minimum=0.0)
+    if traced(real_fraction):
+        ok = ok & _checks.scalar_ok(real_fraction, minimum=0.0, maximum=1.0)
+        if positive_fraction:
+            ok = ok & (jnp.asarray(real_fraction) > 0)
+    return ok
+
+
+def _traced_ok(**values):
+    """:func:`_values_ok` at a public entry point; ``True`` when called from inside the package
+    (:func:`_inside`) on values that the outermost call has checked."""
+    return True if _INSIDE.get() else _values_ok(**values)
 
 
 def _support_max(p: Array, rewards: Array) -> Array:
@@ -410,11 +499,14 @@ def curation_factor(
     p, rewards = _prepare(p, rewards)
     beta = _check_beta(beta, p.dtype)
     num_nodes = _num_nodes(num_nodes, p.dtype)
+    ok = _traced_ok(probs=(p,), rewards=rewards, beta=beta)
     if k == 1:
-        return jnp.ones_like(p)
-    if math.isinf(k):
-        return _tilt_factor(p, rewards, beta)
-    return lax.cond(jnp.isinf(beta), *_finite_k_branches(k, num_nodes), p, rewards, beta)
+        h = jnp.ones_like(p)
+    elif math.isinf(k):
+        h = _tilt_factor(p, rewards, beta)
+    else:
+        h = lax.cond(jnp.isinf(beta), *_finite_k_branches(k, num_nodes), p, rewards, beta)
+    return _checks.poison(ok, h)
 
 
 def _num_nodes(num_nodes, dtype) -> int:
@@ -442,11 +534,12 @@ def quadrature_step(
     p, rewards = _prepare(p, rewards)
     beta = _check_beta(beta, p.dtype)
     num_nodes = _num_nodes(num_nodes, p.dtype)
+    ok = _traced_ok(probs=(p,), rewards=rewards, beta=beta)
     if k == 1 or math.isinf(k):
-        return jnp.zeros((), p.dtype)
+        return _checks.poison(ok, jnp.zeros((), p.dtype))
     finite = jnp.isfinite(beta)
     h = _quadrature_grid(p, rewards, jnp.where(finite, beta, 1.0), k=k, num_nodes=num_nodes)[-1]
-    return jnp.where(finite, h, 0.0)
+    return _checks.poison(ok, jnp.where(finite, h, 0.0))
 
 
 @functools.lru_cache(maxsize=None)
@@ -469,10 +562,12 @@ def curated(
     Returns:
         ``(M,)`` probabilities; zero wherever ``p`` is zero.
     """
-    h = curation_factor(p, rewards, k=k, beta=beta, num_nodes=num_nodes)
+    with _inside():
+        h = curation_factor(p, rewards, k=k, beta=beta, num_nodes=num_nodes)  # checks the args
+    ok = _traced_ok(probs=(p,), rewards=rewards, beta=beta)
     p = jnp.asarray(p, h.dtype)
     q = jnp.where(p > 0, p * h, 0.0)
-    return q / jnp.sum(q)
+    return _checks.poison(ok, q / jnp.sum(q))
 
 
 def _mix(p_data, real_fraction, curated_p):
@@ -521,7 +616,10 @@ def retrain_map(
     """
     p, rewards = _prepare(p, rewards)
     p_data = _prepare_real(p_data, real_fraction, rewards)
-    return _mix(p_data, real_fraction, curated(p, rewards, k=k, beta=beta, num_nodes=num_nodes))
+    with _inside():
+        q = _mix(p_data, real_fraction, curated(p, rewards, k=k, beta=beta, num_nodes=num_nodes))
+    ok = _traced_ok(probs=(p, p_data), rewards=rewards, beta=beta, real_fraction=real_fraction)
+    return _checks.poison(ok, q)
 
 
 def trajectory(
@@ -550,8 +648,11 @@ def trajectory(
     p0, rewards = _prepare(p0, rewards, name="p0")
     beta = _check_beta(beta, p0.dtype)
     p_data = _prepare_real(p_data, real_fraction, rewards)
-    return _trajectory(p0, rewards, beta, p_data, jnp.asarray(real_fraction, p0.dtype),
-                       num_generations=num_generations, k=k, num_nodes=num_nodes)
+    ok = _traced_ok(probs=(p0, p_data), rewards=rewards, beta=beta, real_fraction=real_fraction)
+    with _inside():
+        ps = _trajectory(p0, rewards, beta, p_data, jnp.asarray(real_fraction, p0.dtype),
+                         num_generations=num_generations, k=k, num_nodes=num_nodes)
+    return _checks.poison(ok, ps)
 
 
 @functools.partial(jax.jit, static_argnames=("num_generations", "k", "num_nodes"))
@@ -576,7 +677,7 @@ def limit(p0: ArrayLike, rewards: ArrayLike) -> Array:
     p0, rewards = _prepare(p0, rewards, name="p0")
     top = (p0 > 0) & (rewards == _support_max(p0, rewards))
     q = jnp.where(top, p0, 0.0)
-    return q / jnp.sum(q)
+    return _checks.poison(_traced_ok(probs=(p0,), rewards=rewards), q / jnp.sum(q))
 
 
 @jax.jit
@@ -639,12 +740,18 @@ def fixed_point(
     _prepare_real(p_data, real_fraction, rewards, allow_zero=False)
     a = jnp.asarray(real_fraction, p_data.dtype)
     if math.isinf(k):
-        return _tilt_fixed_point(p_data, rewards, beta, a)
-    if tol is None:
-        tol = 1e-12 if p_data.dtype == jnp.float64 else 1e-6
-    max_iterations = _checks.static_int("max_iterations", max_iterations, minimum=1)
-    return _iterated_fixed_point(p_data, rewards, beta, a, jnp.asarray(tol, p_data.dtype), k=k,
-                                 max_iterations=max_iterations, num_nodes=num_nodes)
+        star = _tilt_fixed_point(p_data, rewards, beta, a)
+    else:
+        if tol is None:
+            tol = 1e-12 if p_data.dtype == jnp.float64 else 1e-6
+        max_iterations = _checks.static_int("max_iterations", max_iterations, minimum=1)
+        with _inside():
+            star = _iterated_fixed_point(p_data, rewards, beta, a,
+                                         jnp.asarray(tol, p_data.dtype), k=k,
+                                         max_iterations=max_iterations, num_nodes=num_nodes)
+    ok = _traced_ok(probs=(p_data,), rewards=rewards, beta=beta, real_fraction=real_fraction,
+                    positive_fraction=True)
+    return _checks.poison(ok, star)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "max_iterations", "num_nodes"))
@@ -682,7 +789,8 @@ def reward_gain_bound(p: ArrayLike, rewards: ArrayLike, *, k, beta: ArrayLike = 
     mean = jnp.sum(p * w)
     var = jnp.sum(p * (w - mean) ** 2)
     factor = 1.0 if math.isinf(k) else (k - 1) / k
-    return factor * var * jnp.exp(beta * r_star)
+    ok = _traced_ok(probs=(p,), rewards=rewards, beta=beta)
+    return _checks.poison(ok, factor * var * jnp.exp(beta * r_star))
 
 
 # --------------------------------------------------------------------------------------------
@@ -696,7 +804,18 @@ def _default_tolerance(dtype) -> float:
 
 @functools.partial(jax.jit, static_argnames=("k", "num_generations", "num_nodes"))
 def _pure_curation_diagnostics(p0, rewards, beta, *, k, num_generations, num_nodes):
-    """Everything facts 1-3 need, computed in one compiled program (shifted units w <= 1)."""
+    """Everything facts 1-3 need, computed in one compiled program (shifted units w <= 1).
+
+    The inputs are traced here: invalid ones make every slack NaN (the checks then fail).
+    """
+    ok = _values_ok(probs=(p0,), rewards=rewards, beta=beta)
+    with _inside():
+        slacks = _pure_curation_slacks(p0, rewards, beta, k=k, num_generations=num_generations,
+                                       num_nodes=num_nodes)
+    return _checks.poison(ok, slacks)
+
+
+def _pure_curation_slacks(p0, rewards, beta, *, k, num_generations, num_nodes):
     ps = trajectory(p0, rewards, num_generations=num_generations, k=k, beta=beta,
                     num_nodes=num_nodes)
     hs = jax.vmap(lambda p: curation_factor(p, rewards, k=k, beta=beta, num_nodes=num_nodes))(
@@ -716,8 +835,8 @@ def _pure_curation_diagnostics(p0, rewards, beta, *, k, num_generations, num_nod
     # 2b. gain in E[w] against (K-1)/K Var[w] / w*, with w* = 1 in shifted units.
     logw = scaled_rewards(rewards, beta, _support_max(p0, rewards))
     w = jnp.where(p0 > 0, jnp.exp(jnp.minimum(logw, 0.0)), 0.0)
-    mean = ps @ w
-    var = ps @ (w * w) - mean**2
+    mean = jnp.matmul(ps, w, precision=lax.Precision.HIGHEST)
+    var = jnp.matmul(ps, w * w, precision=lax.Precision.HIGHEST) - mean**2
     factor = 1.0 if math.isinf(k) else (k - 1) / k
     gain_slack = jnp.min((mean[1:] - mean[:-1]) - factor * var[:-1])
     # 3. convergence to p0( . | r = r*): level-set proportions kept, TV non-increasing and, for
@@ -793,14 +912,27 @@ def check_theorems(
         num_generations: static number of generations T.
         tol: the tolerance of ``holds``.
 
+    A NaN slack never holds: the compiled diagnostics make every slack NaN when their (traced)
+    inputs fail the value checks, and ``fixed_point`` is NaN when it does not converge.
+
     Returns:
         ``{name: {"holds": bool, "slack": float}}`` for the facts above.
+
+    Raises:
+        ValueError: for invalid arguments (as :func:`trajectory`), and for traced ones: this is a
+            host-level function, to be called outside ``jit`` and ``vmap``.
     """
     k = _check_k(k)
     p0, rewards = _prepare(p0, rewards, name="p0")
     beta = _check_beta(beta, p0.dtype)
     num_generations = _checks.static_int("num_generations", num_generations, minimum=1)
     p_data = _prepare_real(p_data, real_fraction, rewards)
+    for name, value in (("p0", p0), ("rewards", rewards), ("beta", beta), ("p_data", p_data),
+                        ("real_fraction", real_fraction)):
+        if value is not None and not _checks.is_concrete(value):
+            raise ValueError(
+                f"`{name}` must be concrete: check_theorems is a host-level function that returns "
+                "Python values; call it outside jit/vmap/scan; got a traced value.")
     if tol is None:
         tol = _default_tolerance(p0.dtype)
     slacks = _pure_curation_diagnostics(p0, rewards, beta, k=k, num_generations=num_generations,
@@ -823,4 +955,5 @@ def check_theorems(
             slacks["fixed_point"] = -float(jnp.sum(jnp.abs(image - star)))
         else:  # fixed_point did not converge: the fact is not confirmed
             slacks["fixed_point"] = math.nan
-    return {name: {"holds": bool(s >= -tol), "slack": s} for name, s in slacks.items()}
+    return {name: {"holds": bool(not math.isnan(s) and s >= -tol), "slack": s}
+            for name, s in slacks.items()}

@@ -16,7 +16,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from selfconsume import plotting
-from selfconsume.sweep import SweepResult
+from selfconsume.results import SweepResult
 
 # matplotlib reports layout and legend problems (clipped text, empty legends) as UserWarnings.
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")
@@ -420,7 +420,7 @@ def test_import_and_use_leave_the_backend_alone():
     code = (
         "import sys, matplotlib, numpy as np\n"
         "import selfconsume.plotting as P\n"
-        "from selfconsume.sweep import SweepResult\n"
+        "from selfconsume.results import SweepResult\n"
         "r = SweepResult({'m': np.ones((2, 3))}, ('seed',), {'seed': np.arange(2)}, {})\n"
         "P.metric_vs_generation(r, 'm')\n"
         "assert 'matplotlib.pyplot' not in sys.modules\n"

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from selfconsume.sweep import SweepResult, sweep
+from selfconsume.execution import sweep
+from selfconsume.results import SweepResult
 
 NUM_GENERATIONS = 6
 NUM_SHARES = 3
@@ -216,7 +217,7 @@ def test_to_csv_is_tidy(base, tmp_path):
 _SHARDED_CHILD = textwrap.dedent("""
     import jax, numpy as np
     jax.config.update("jax_numpy_rank_promotion", "raise")
-    from selfconsume.sweep import sweep
+    from selfconsume.execution import sweep
     from tests.test_sweep import noisy_recursion
 
     assert jax.device_count() == 4, jax.devices()
@@ -230,7 +231,7 @@ _SHARDED_CHILD = textwrap.dedent("""
         r = sweep(key, fn, num_seeds=3, grid=grid, chunk_size=chunk_size)
         info = r.metadata["output_sharding"]
         rows = 12 if chunk_size is None else 8  # 9 configs padded to a multiple of 4 / chunk
-        assert r.metadata["num_devices"] == 4 and r.metadata["num_padded_configs"] == (
+        assert r.metadata["devices"] == 4 and r.metadata["num_padded_configs"] == (
             12 if chunk_size is None else 16), r.metadata
         assert info["num_devices"] == 4 and not info["fully_replicated"], info
         assert info["rows"] == rows and info["rows_per_device"] == rows // 4, info

@@ -10,6 +10,9 @@ which does not depend on the previous params (``fit`` = ``init``). With ``data =
 Sampling is by inverse CDF: :math:`x = \min\{j : F_j > u F_{M-1}\}` with :math:`F` the
 cumulative sum of :math:`p` and :math:`u \sim U[0, 1)`, found by binary search, so ``n`` draws cost
 :math:`O(M + n \log M)`. A state of probability 0 is never drawn.
+
+Under ``jit``, invalid weights (negative, non-finite, all zero) or out-of-range states make
+``init`` and ``fit`` return NaN ``probs`` (:func:`selfconsume._checks.poison`).
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import numpy as np
 from flax import struct
 
 from selfconsume import _checks
-from selfconsume.models import (
+from selfconsume.models._common import (
     GenerativeModel,
-    _check_num_samples,
-    _check_param_shape,
-    _check_weights,
-    _float_dtype,
-    _inverse_cdf,
+    both,
+    check_num_samples,
+    check_param_shape,
+    check_weights,
+    float_dtype,
+    inverse_cdf,
+    options_key,
 )
 from selfconsume.types import Array, ArrayLike, PRNGKey
 
@@ -68,8 +73,8 @@ def categorical(num_states: int) -> GenerativeModel:
     Returns:
         A :class:`~selfconsume.models.GenerativeModel` named ``"categorical"`` whose params are
         :class:`CategoricalParams`. Data are int state indices of shape ``(N,)``; samples are int32
-        of shape ``(num_samples,)``. Under ``jit``, out-of-range states in the data are dropped
-        (they carry no mass); outside ``jit`` they raise.
+        of shape ``(num_samples,)``. Out-of-range states in the data raise outside ``jit``; under
+        ``jit`` they poison the fit (NaN ``probs``), like invalid weights.
 
     Raises:
         ValueError: if ``num_states`` is not an integer >= 1.
@@ -82,26 +87,28 @@ def categorical(num_states: int) -> GenerativeModel:
         x = _check_states("data", data, m)
         if x.shape[0] == 0:
             raise ValueError("`data` must hold at least one state; got shape (0,).")
-        dtype = jnp.result_type(float) if weights is None else _float_dtype(jnp.asarray(weights))
-        w = _check_weights(weights, x.shape[0], dtype)
+        dtype = jnp.result_type(float) if weights is None else float_dtype(jnp.asarray(weights))
+        w, ok = check_weights(weights, x.shape[0], dtype)
+        if not _checks.is_concrete(x):  # concrete states were range-checked above
+            ok = both(jnp.all((x >= 0) & (x < m)), ok)
         counts = jax.ops.segment_sum(w, x, num_segments=m)
-        return CategoricalParams(probs=counts / jnp.sum(counts))
+        return _checks.poison(ok, CategoricalParams(probs=counts / jnp.sum(counts)))
 
     def fit(key: PRNGKey, params: CategoricalParams, data: ArrayLike,
             weights: ArrayLike | None = None) -> CategoricalParams:
         """Weighted frequencies (closed form); the previous ``params`` are not used."""
-        _check_param_shape("probs", params.probs, (m,))
+        check_param_shape("probs", params.probs, (m,))
         return init(key, data, weights)
 
     def sample(key: PRNGKey, params: CategoricalParams, num_samples: int) -> Array:
         """Draws ``num_samples`` iid states, int32 ``(num_samples,)``, by inverse CDF."""
-        n = _check_num_samples(num_samples)
-        _check_param_shape("probs", params.probs, (m,))
-        return _inverse_cdf(key, params.probs, (n,))
+        n = check_num_samples(num_samples)
+        check_param_shape("probs", params.probs, (m,))
+        return inverse_cdf(key, params.probs, (n,))
 
     def log_prob(params: CategoricalParams, x: ArrayLike) -> Array:
         """``log probs[x]`` for int states ``x`` ``(n,)``; ``-inf`` at probability 0 or outside."""
-        _check_param_shape("probs", params.probs, (m,))
+        check_param_shape("probs", params.probs, (m,))
         x = jnp.asarray(x)
         if x.ndim != 1 or not jnp.issubdtype(x.dtype, jnp.integer):
             raise ValueError(
@@ -111,4 +118,4 @@ def categorical(num_states: int) -> GenerativeModel:
         return jnp.where(inside, logp, -jnp.inf)
 
     return GenerativeModel(name="categorical", init=init, fit=fit, sample=sample,
-                           log_prob=log_prob)
+                           log_prob=log_prob, options=options_key(num_states=m))

@@ -53,6 +53,11 @@ where :math:`(z_t, \int_t^1 \operatorname{tr})` solve the augmented ODE backward
 log_prob_max_dim`` only; above it the model's ``log_prob`` is ``None``. It is the density of the
 continuous flow of :math:`v_\theta`, up to the :math:`O(h^2)` error of the solver (the samples
 come from the discrete Heun map, which approximates the same flow).
+
+**Validation.** Under ``jit``, non-finite data, invalid weights (negative, non-finite, all zero) or
+a learning rate that is not finite and positive make ``init``, ``fit`` and
+:func:`with_learning_rate` return params whose floating leaves are all NaN
+(:func:`selfconsume._checks.poison`).
 """
 
 from __future__ import annotations
@@ -69,13 +74,18 @@ from flax import struct
 from jax import lax
 
 from selfconsume import _checks
-from selfconsume.models import (
+from selfconsume.models._common import (
+    HIGHEST,
     GenerativeModel,
-    _check_num_samples,
-    _check_param_shape,
-    _check_points,
-    _check_weights,
-    _inverse_cdf,
+    both,
+    check_num_samples,
+    check_param_shape,
+    check_points,
+    check_weights,
+    fit_inputs,
+    inverse_cdf,
+    options_key,
+    points_ok,
 )
 from selfconsume.types import Array, ArrayLike, PRNGKey, PyTree
 
@@ -163,18 +173,25 @@ def with_learning_rate(params: FlowParams, learning_rate: ArrayLike) -> FlowPara
         learning_rate: scalar ``> 0``, possibly traced (e.g. vmapped over a grid); cast to the
             dtype of the current learning-rate leaf so that the pytree's dtypes do not change.
 
+    Returns:
+        :class:`FlowParams`; all floating leaves NaN if a traced ``learning_rate`` is not finite
+        and ``> 0``.
+
     Raises:
         ValueError: if ``learning_rate`` is not a scalar, or is concrete and not finite and > 0.
     """
     _check_learning_rate(learning_rate)
     state = params.opt_state
     old = state.hyperparams["learning_rate"]
-    hyper = dict(state.hyperparams, learning_rate=jnp.asarray(learning_rate, old.dtype))
-    return params.replace(opt_state=state._replace(hyperparams=hyper))
+    lr = jnp.asarray(learning_rate, old.dtype)
+    hyper = dict(state.hyperparams, learning_rate=lr)
+    out = params.replace(opt_state=state._replace(hyperparams=hyper))
+    ok = True if _checks.is_concrete(learning_rate) else (lr > 0) & jnp.isfinite(lr)
+    return _checks.poison(ok, out)
 
 
 def _check_points_and_times(params: FlowParams, x, t) -> tuple[Array, Array]:
-    x = _check_points("x", x, params.mean.shape[0], finite=False).astype(params.mean.dtype)
+    x = check_points("x", x, params.mean.shape[0], finite=False).astype(params.mean.dtype)
     t = jnp.asarray(t)
     if t.shape != x.shape[:1]:
         raise ValueError(f"`t` must have shape (n,) = ({x.shape[0]},), one time per point; got "
@@ -272,10 +289,10 @@ def flow_matching_loss(key: PRNGKey, params: FlowParams, data: ArrayLike,
     """
     n = _checks.static_int("num_points", num_points, minimum=1)
     d = params.mean.shape[0]
-    x = _check_points("data", data, d).astype(params.mean.dtype)
-    w = _check_weights(weights, x.shape[0], x.dtype)
+    x = check_points("data", data, d).astype(params.mean.dtype)
+    w, _ = check_weights(weights, x.shape[0], x.dtype)
     key_index, key_rest = jax.random.split(key)
-    z1 = ((x - params.mean[None, :]) / params.std[None, :])[_inverse_cdf(key_index, w, (n,))]
+    z1 = ((x - params.mean[None, :]) / params.std[None, :])[inverse_cdf(key_index, w, (n,))]
     z0, t = _draw_triples(key_rest, z1)
     return _minibatch_loss(params.module, params.network, z0, z1, t)
 
@@ -345,14 +362,14 @@ def flow_matching(dim: int, *, width: int = 128, depth: int = 3, time_frequencie
         if _architecture(params.module) != _architecture(module):
             raise ValueError(f"`params` were made by a different flow_matching model: network "
                              f"{params.module} instead of {module}.")
-        _check_param_shape("mean", params.mean, (d,))
-        _check_param_shape("std", params.std, (d,))
+        check_param_shape("mean", params.mean, (d,))
+        check_param_shape("std", params.std, (d,))
 
     def _train(key, params: FlowParams, z, w, num_steps: int) -> FlowParams:
         """``num_steps`` Adam steps on standardised data ``z`` ``(N, d)`` with weights ``w``."""
         keys = jax.random.split(key, max(num_steps, 1) + 1)
         # All the minibatch indices at once: one cumulative sum, S * B binary searches.
-        index = _inverse_cdf(keys[0], w, (max(num_steps, 1), batch))
+        index = inverse_cdf(keys[0], w, (max(num_steps, 1), batch))
         if num_steps == 0:  # report the loss of one minibatch at the given network
             z1 = z[index[0]]
             z0, t = _draw_triples(keys[1], z1)
@@ -379,10 +396,9 @@ def flow_matching(dim: int, *, width: int = 128, depth: int = 3, time_frequencie
         ``learning_rate``, default the factory's), then trains ``init_steps`` steps."""
         if learning_rate is not None:
             _check_learning_rate(learning_rate)
-        x = _check_points("data", data, d)
-        w = _check_weights(weights, x.shape[0], x.dtype)
-        mean = w @ x
-        var = w @ jnp.square(x - mean[None, :])
+        x, w, ok = fit_inputs(data, weights, d)
+        mean = jnp.matmul(w, x, precision=HIGHEST)
+        var = jnp.matmul(w, jnp.square(x - mean[None, :]), precision=HIGHEST)
         std = jnp.sqrt(var + 100 * jnp.finfo(x.dtype).eps * jnp.mean(var) + _MIN_VARIANCE)
         key_net, key_train = jax.random.split(key)
         net_module = module.clone(param_dtype=jnp.dtype(x.dtype))
@@ -392,17 +408,18 @@ def flow_matching(dim: int, *, width: int = 128, depth: int = 3, time_frequencie
         if learning_rate is not None:
             params = with_learning_rate(params, learning_rate)
         z = (x - mean[None, :]) / std[None, :]
-        return _train(key_train, params, z, w, init_steps)
+        return _checks.poison(ok, _train(key_train, params, z, w, init_steps))
 
     def fit(key: PRNGKey, params: FlowParams, data: ArrayLike,
             weights: ArrayLike | None = None) -> FlowParams:
         """``steps`` minibatch Adam steps on ``data`` ``(N, dim)`` warm-started at ``params``
         (network, Adam moments and learning rate); the standardisation is kept."""
         _check_params(params)
-        x = _check_points("data", data, d).astype(params.mean.dtype)
-        w = _check_weights(weights, x.shape[0], x.dtype)
+        x = check_points("data", data, d).astype(params.mean.dtype)
+        w, ok = check_weights(weights, x.shape[0], x.dtype)
+        ok = both(ok, points_ok(x))
         z = (x - params.mean[None, :]) / params.std[None, :]
-        return _train(key, params, z, w, fit_steps)
+        return _checks.poison(ok, _train(key, params, z, w, fit_steps))
 
     def _heun(f, state, t0: float, t1: float, dtype):
         """``ode_steps`` Heun steps of ``d state/dt = f(state, t)`` from ``t0`` to ``t1``."""
@@ -420,7 +437,7 @@ def flow_matching(dim: int, *, width: int = 128, depth: int = 3, time_frequencie
     def sample(key: PRNGKey, params: FlowParams, num_samples: int) -> Array:
         """Draws ``(num_samples, dim)`` points: Gaussian noise pushed from ``t = 0`` to ``t = 1``
         by ``num_sample_steps`` Heun steps, then mapped back to data coordinates."""
-        n = _check_num_samples(num_samples)
+        n = check_num_samples(num_samples)
         _check_params(params)
         z0 = jax.random.normal(key, (n, d), params.mean.dtype)
 
@@ -434,7 +451,7 @@ def flow_matching(dim: int, *, width: int = 128, depth: int = 3, time_frequencie
         """Log-density at ``x`` ``(n, dim)`` by the augmented ODE integrated from ``t = 1`` back
         to ``t = 0`` with the exact trace; returns ``(n,)``."""
         _check_params(params)
-        x = _check_points("x", x, d, finite=False).astype(params.mean.dtype)
+        x = check_points("x", x, d, finite=False).astype(params.mean.dtype)
         n = x.shape[0]
         z1 = (x - params.mean[None, :]) / params.std[None, :]
 
@@ -448,5 +465,9 @@ def flow_matching(dim: int, *, width: int = 128, depth: int = 3, time_frequencie
         log_base = -0.5 * jnp.sum(z0 * z0, axis=1) - 0.5 * d * math.log(2 * math.pi)
         return log_base + ell - jnp.sum(jnp.log(params.std))
 
+    options = options_key(dim=d, width=width, depth=depth, time_frequencies=num_freq,
+                          activation=activation, batch_size=batch, steps=fit_steps,
+                          init_steps=init_steps, learning_rate=default_lr,
+                          num_sample_steps=ode_steps, log_prob_max_dim=max_dim)
     return GenerativeModel(name="flow_matching", init=init, fit=fit, sample=sample,
-                           log_prob=log_prob if d <= max_dim else None)
+                           log_prob=log_prob if d <= max_dim else None, options=options)

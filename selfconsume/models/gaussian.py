@@ -5,10 +5,14 @@ With normalised weights :math:`\tilde w_n = w_n / \sum_m w_m` the weighted MLE i
 .. math::
     \mu = \sum_n \tilde w_n x_n, \qquad
     \Sigma = \sum_n \tilde w_n (x_n - \mu)(x_n - \mu)^\top + \delta I,\qquad
-    \delta = 100\,\epsilon\,\operatorname{tr}(\Sigma_{\rm data})/d + \sigma^2_{\min},
+    \delta = 100\,\epsilon\,\operatorname{tr}(\Sigma_{\rm data})/d + \sigma^2_{\min}\, s_0,
 
 where the floor :math:`\delta` (:math:`\epsilon` = machine epsilon, :math:`\sigma^2_{\min}` =
-``min_variance``) keeps degenerate data (identical points, ``N = 1``, points on a line) finite.
+``min_variance``, relative, default :math:`10^{-15}`) keeps degenerate data (identical points,
+``N = 1``, points on a line) finite. :math:`s_0` (the params leaf ``data_scale``) is the scale of
+the data given to ``init`` (their mean variance; for identical points :math:`\lVert\bar x\rVert^2/d`,
+else 1), carried unchanged by ``fit``: a variance collapsing over generations follows the unfloored
+MLE to float32 rounding down to about :math:`10^{-10} s_0` (see :mod:`selfconsume.models._common`).
 
 With :math:`\Sigma = L L^\top` (Cholesky), sampling is :math:`x = \mu + L z`, :math:`z \sim
 \mathcal N(0, I)`, and
@@ -20,7 +24,8 @@ With :math:`\Sigma = L L^\top` (Cholesky), sampling is :math:`x = \mu + L z`, :m
 The density of a batch of ``C`` Gaussians at ``n`` points is computed with the inverse factors
 :math:`L_c^{-1}` (``C`` small triangular solves against the identity) and one dense contraction of
 the differences :math:`x_n - \mu_c`, cost :math:`O(n C d^2)`; the helpers here are shared with
-:mod:`selfconsume.models.gmm` and :mod:`selfconsume.models.kde`.
+:mod:`selfconsume.models.gmm` and :mod:`selfconsume.models.kde`. Every product runs at
+``Precision.HIGHEST`` (full float32 on accelerators).
 """
 
 from __future__ import annotations
@@ -33,14 +38,18 @@ from flax import struct
 from jax.scipy.linalg import solve_triangular
 
 from selfconsume import _checks
-from selfconsume.models import (
+from selfconsume.models._common import (
+    DEFAULT_MIN_VARIANCE,
+    HIGHEST,
     GenerativeModel,
-    _check_min_variance,
-    _check_num_samples,
-    _check_param_shape,
-    _check_points,
-    _check_weights,
-    _covariance_floor,
+    check_min_variance,
+    check_num_samples,
+    check_param_shape,
+    check_points,
+    covariance_floor,
+    data_scale,
+    fit_inputs,
+    options_key,
 )
 from selfconsume.types import Array, ArrayLike, PRNGKey
 
@@ -55,10 +64,13 @@ class GaussianParams:
     Attributes:
         mean: ``(d,)`` mean.
         cov: ``(d, d)`` covariance (symmetric positive definite, floor included).
+        data_scale: scalar :math:`s_0`, the scale of the data given to ``init`` (the unit of the
+            relative floor ``min_variance``); ``1.0`` for params built by hand.
     """
 
     mean: Array
     cov: Array
+    data_scale: Array = 1.0
 
 
 def weighted_moments(x: Array, w: Array) -> tuple[Array, Array]:
@@ -70,11 +82,11 @@ def weighted_moments(x: Array, w: Array) -> tuple[Array, Array]:
 
     Returns:
         ``mean`` ``(d,)`` :math:`= \sum_n w_n x_n` and ``cov`` ``(d, d)``
-        :math:`= \sum_n w_n (x_n - \mu)(x_n - \mu)^\top` (no floor).
+        :math:`= \sum_n w_n (x_n - \mu)(x_n - \mu)^\top` (no floor), both at full precision.
     """
-    mean = w @ x
+    mean = jnp.matmul(w, x, precision=HIGHEST)
     centred = x - mean[None, :]
-    cov = (centred * w[:, None]).T @ centred
+    cov = jnp.matmul((centred * w[:, None]).T, centred, precision=HIGHEST)
     return mean, 0.5 * (cov + cov.T)
 
 
@@ -116,60 +128,72 @@ def log_normal(x: Array, means: Array, covs: Array) -> Array:
     d = x.shape[-1]
     inv_chol, half_logdet = inverse_cholesky(covs)
     diff = x[:, None, :] - means[None, :, :]  # (n, C, d)
-    white = jnp.einsum("ncd,ced->nce", diff, inv_chol)  # L_c^{-1} (x_n - mu_c)
+    white = jnp.einsum("ncd,ced->nce", diff, inv_chol, precision=HIGHEST)  # L_c^{-1}(x_n - mu_c)
     maha = jnp.sum(white * white, axis=-1)
     return -0.5 * maha - half_logdet[None, :] - 0.5 * d * math.log(2 * math.pi)
 
 
-def gaussian(dim: int, *, min_variance: float = 1e-6) -> GenerativeModel:
+def gaussian(dim: int, *, min_variance: float = DEFAULT_MIN_VARIANCE) -> GenerativeModel:
     """The full-covariance Gaussian family in ``dim`` dimensions.
 
     Args:
         dim: static dimension ``d >= 1``.
-        min_variance: absolute part of the covariance floor (see the module docstring), ``>= 0``.
+        min_variance: the covariance floor's degenerate-data part, ``>= 0``, *relative* to the
+            scale :math:`s_0` of the data given to ``init`` (the floor is ``100 * eps *
+            trace(cov) / d + min_variance * params.data_scale``; module docstring). A TOML study
+            sets it with ``[model] options = { min_variance = ... }``.
 
     Returns:
         A :class:`~selfconsume.models.GenerativeModel` named ``"gaussian"`` with params
         :class:`GaussianParams`. Data are float ``(N, dim)``; samples are ``(num_samples, dim)``
-        in the params' dtype.
+        in the params' dtype. Under ``jit``, non-finite data or invalid weights give NaN params.
 
     Raises:
         ValueError: if ``dim`` is not an integer >= 1 or ``min_variance`` is negative.
     """
     d = _checks.static_int("dim", dim, minimum=1)
-    min_var = _check_min_variance(min_variance)
+    min_var = check_min_variance(min_variance)
 
     def _check_params(params: GaussianParams):
-        _check_param_shape("mean", params.mean, (d,))
-        _check_param_shape("cov", params.cov, (d, d))
+        check_param_shape("mean", params.mean, (d,))
+        check_param_shape("cov", params.cov, (d, d))
+        check_param_shape("data_scale", params.data_scale, ())
+
+    def _mle(data, weights, scale):
+        x, w, ok = fit_inputs(data, weights, d)
+        mean, cov = weighted_moments(x, w)
+        s0 = data_scale(mean, cov) if scale is None else jnp.asarray(scale, x.dtype)
+        floor = covariance_floor(jnp.trace(cov) / d, min_var, s0, x.dtype)
+        return _checks.poison(ok, GaussianParams(mean=mean, cov=add_floor(cov, floor),
+                                                 data_scale=s0))
 
     def init(key: PRNGKey, data: ArrayLike, weights: ArrayLike | None = None) -> GaussianParams:
-        """Weighted MLE on ``data`` ``(N, dim)`` with ``weights`` ``(N,)``; ``key`` unused."""
+        """Weighted MLE on ``data`` ``(N, dim)`` with ``weights`` ``(N,)``, recording the data
+        scale :math:`s_0`; ``key`` unused."""
         del key
-        x = _check_points("data", data, d)
-        w = _check_weights(weights, x.shape[0], x.dtype)
-        mean, cov = weighted_moments(x, w)
-        floor = _covariance_floor(jnp.trace(cov) / d, min_var, x.dtype)
-        return GaussianParams(mean=mean, cov=add_floor(cov, floor))
+        return _mle(data, weights, None)
 
     def fit(key: PRNGKey, params: GaussianParams, data: ArrayLike,
             weights: ArrayLike | None = None) -> GaussianParams:
-        """Weighted MLE (closed form); the previous ``params`` are not used."""
+        """Weighted MLE (closed form); of the previous ``params`` only ``data_scale`` is used
+        (and carried)."""
+        del key
         _check_params(params)
-        return init(key, data, weights)
+        return _mle(data, weights, params.data_scale)
 
     def sample(key: PRNGKey, params: GaussianParams, num_samples: int) -> Array:
         """Draws ``(num_samples, dim)`` iid points :math:`\\mu + L z`."""
-        n = _check_num_samples(num_samples)
+        n = check_num_samples(num_samples)
         _check_params(params)
         chol = jnp.linalg.cholesky(params.cov)
         z = jax.random.normal(key, (n, d), dtype=params.mean.dtype)
-        return params.mean[None, :] + z @ chol.T
+        return params.mean[None, :] + jnp.matmul(z, chol.T, precision=HIGHEST)
 
     def log_prob(params: GaussianParams, x: ArrayLike) -> Array:
         """Exact log-density at ``x`` ``(n, dim)``; returns ``(n,)``."""
         _check_params(params)
-        x = _check_points("x", x, d, finite=False)
+        x = check_points("x", x, d, finite=False)
         return log_normal(x, params.mean[None, :], params.cov[None, :, :])[:, 0]
 
-    return GenerativeModel(name="gaussian", init=init, fit=fit, sample=sample, log_prob=log_prob)
+    return GenerativeModel(name="gaussian", init=init, fit=fit, sample=sample, log_prob=log_prob,
+                           options=options_key(dim=d, min_variance=min_var))

@@ -20,8 +20,14 @@ computed in the component-major layout ``(C, N)``, the coordinates unrolled for 
     \Sigma_c = \frac{1}{N_c}\sum_n r_{nc}(x_n - \mu_c)(x_n - \mu_c)^\top + \delta I,
 
 with the floor :math:`\delta = 100\,\epsilon\,\operatorname{tr}(\Sigma_{\rm data})/d +
-\sigma^2_{\min}` (:mod:`selfconsume.models.gaussian`). Each step does not decrease the weighted
-log-likelihood (up to the floor), except when a component is re-seeded.
+\sigma^2_{\min} s_0` (:mod:`selfconsume.models.gaussian`: ``min_variance`` :math:`=
+\sigma^2_{\min}` is relative to the scale :math:`s_0` of the data given to ``init``, the params
+leaf ``data_scale``). Each step does not decrease the weighted log-likelihood (up to the floor),
+except when a component is re-seeded. The floor also bounds the EM singularity of a component
+collapsing onto one point (its log-density there is at most about :math:`-\tfrac d2 \log(2\pi
+\sigma^2_{\min} s_0)`); raise ``min_variance`` (e.g. ``1e-6``, scikit-learn's ``reg_covar`` for
+unit-scale data) where that matters more than following a collapse. Every product of the E- and
+M-steps runs at ``Precision.HIGHEST``.
 
 *Re-seeding.* A component whose mass :math:`N_c` falls below :math:`10\,\epsilon` would give
 :math:`0/0`; instead it is moved to a badly explained point of positive weight (large current
@@ -49,15 +55,19 @@ from flax import struct
 from jax import lax
 
 from selfconsume import _checks
-from selfconsume.models import (
+from selfconsume.models._common import (
+    DEFAULT_MIN_VARIANCE,
+    HIGHEST,
     GenerativeModel,
-    _check_min_variance,
-    _check_num_samples,
-    _check_param_shape,
-    _check_points,
-    _check_weights,
-    _covariance_floor,
-    _inverse_cdf,
+    check_min_variance,
+    check_num_samples,
+    check_param_shape,
+    check_points,
+    covariance_floor,
+    data_scale,
+    fit_inputs,
+    inverse_cdf,
+    options_key,
 )
 from selfconsume.models.gaussian import add_floor, inverse_cholesky, log_normal, weighted_moments
 from selfconsume.types import Array, ArrayLike, PRNGKey
@@ -73,11 +83,14 @@ class GMMParams:
         weights: ``(C,)`` mixture weights :math:`\\pi_c`, non-negative, summing to one.
         means: ``(C, d)`` component means.
         covs: ``(C, d, d)`` component covariances (floor included).
+        data_scale: scalar :math:`s_0`, the scale of the data given to ``init`` (the unit of the
+            relative floor ``min_variance``); ``1.0`` for params built by hand.
     """
 
     weights: Array
     means: Array
     covs: Array
+    data_scale: Array = 1.0
 
 
 def _component_log_probs(params: GMMParams, x: Array) -> Array:
@@ -105,7 +118,7 @@ def _joint_t(params: GMMParams, xt: Array) -> Array:
             maha = maha + z * z
     else:
         diff = xt.T[None, :, :] - params.means[:, None, :]  # (C, N, d)
-        white = jnp.einsum("cnd,ced->cne", diff, inv_chol)
+        white = jnp.einsum("cnd,ced->cne", diff, inv_chol, precision=HIGHEST)
         maha = jnp.sum(white * white, axis=-1)
     return const[:, None] - 0.5 * maha
 
@@ -139,14 +152,14 @@ def _reseed_points(w: Array, badness: Array, dead: Array) -> Array:
 
 
 def _m_step(xt: Array, w: Array, resp: Array, badness: Array, pooled_cov: Array,
-            floor: Array) -> GMMParams:
+            floor: Array, scale: Array) -> GMMParams:
     """Weighted M-step from responsibilities ``resp`` ``(C, N)`` for the points ``xt`` ``(d, N)``,
     re-seeding empty components."""
-    return _m_step_weighted(xt, resp * w[None, :], w, badness, pooled_cov, floor)
+    return _m_step_weighted(xt, resp * w[None, :], w, badness, pooled_cov, floor, scale)
 
 
 def _m_step_weighted(xt: Array, r: Array, w: Array, badness: Array, pooled_cov: Array,
-                     floor: Array) -> GMMParams:
+                     floor: Array, scale: Array) -> GMMParams:
     r"""The M-step from the weighted responsibilities ``r`` ``(C, N)`` :math:`= \tilde w_n
     \gamma_{nc}` (two passes over the points: the means, then the covariances about them)."""
     d, dtype = xt.shape[0], xt.dtype
@@ -165,16 +178,18 @@ def _m_step_weighted(xt: Array, r: Array, w: Array, badness: Array, pooled_cov: 
         covs = jnp.stack([jnp.stack([entries[i, j] for j in range(d)], axis=1)
                           for i in range(d)], axis=1) / safe[:, None, None]  # (C, d, d)
     else:
-        means = (r @ xt.T) / safe[:, None]
+        means = jnp.matmul(r, xt.T, precision=HIGHEST) / safe[:, None]
         diff = xt.T[None, :, :] - means[:, None, :]  # (C, N, d)
-        covs = jnp.einsum("cnd,cne->cde", diff * r[:, :, None], diff) / safe[:, None, None]
+        covs = jnp.einsum("cnd,cne->cde", diff * r[:, :, None], diff,
+                          precision=HIGHEST) / safe[:, None, None]
         covs = 0.5 * (covs + jnp.swapaxes(covs, -1, -2))
     # Re-seed empty components on the worst-explained points with the pooled covariance.
     seeds = xt[:, _reseed_points(w, badness, dead)].T  # (C, d)
     means = jnp.where(dead[:, None], seeds, means)
     covs = jnp.where(dead[:, None, None], pooled_cov[None, :, :], covs)
     weights = jnp.where(dead, 1.0 / c, mass)
-    return GMMParams(weights=weights / jnp.sum(weights), means=means, covs=add_floor(covs, floor))
+    return GMMParams(weights=weights / jnp.sum(weights), means=means, covs=add_floor(covs, floor),
+                     data_scale=scale)
 
 
 def _em(params: GMMParams, xt: Array, w: Array, pooled_cov: Array, floor: Array,
@@ -193,7 +208,8 @@ def _em(params: GMMParams, xt: Array, w: Array, pooled_cov: Array, floor: Array,
         e = jnp.exp(joint - top[None, :])
         total = jnp.sum(e, axis=0)  # >= 1: the top component contributes exp(0)
         r = e * (w / total)[None, :]
-        return _m_step_weighted(xt, r, w, -(top + jnp.log(total)), pooled_cov, floor)
+        return _m_step_weighted(xt, r, w, -(top + jnp.log(total)), pooled_cov, floor,
+                                p.data_scale)
 
     return lax.fori_loop(0, num_steps, step, params)
 
@@ -226,9 +242,9 @@ def kmeans_plusplus(key: PRNGKey, x: Array, w: Array, num_centres: int) -> Array
         # alone if every weighted point already sits on a centre), keep the best.
         masses = w * jnp.where(first, 1.0, closest)
         masses = jnp.where(jnp.sum(masses) > 0, masses, w)
-        cand = x[_inverse_cdf(k, masses, (trials,))]  # (trials, d)
+        cand = x[inverse_cdf(k, masses, (trials,))]  # (trials, d)
         dists = jnp.minimum(closest[None, :], _sq_dists(x, cand))  # (trials, N)
-        best = jnp.where(first, 0, jnp.argmin(dists @ w))
+        best = jnp.where(first, 0, jnp.argmin(jnp.matmul(dists, w, precision=HIGHEST)))
         return (centres.at[i].set(cand[best]), dists[best]), None
 
     init = (jnp.zeros((num_centres, x.shape[1]), x.dtype), jnp.full(x.shape[:1], jnp.inf, x.dtype))
@@ -238,7 +254,7 @@ def kmeans_plusplus(key: PRNGKey, x: Array, w: Array, num_centres: int) -> Array
 
 
 def gmm(num_components: int, dim: int, *, em_steps: int = 10, init_em_steps: int | None = None,
-        min_variance: float = 1e-6) -> GenerativeModel:
+        min_variance: float = DEFAULT_MIN_VARIANCE) -> GenerativeModel:
     """The full-covariance Gaussian mixture family.
 
     Args:
@@ -247,11 +263,15 @@ def gmm(num_components: int, dim: int, *, em_steps: int = 10, init_em_steps: int
         em_steps: static number of EM steps run by ``fit`` (warm-started), ``>= 1``.
         init_em_steps: static number of EM steps run by ``init`` after the k-means++ seeding,
             ``>= 0``; defaults to ``em_steps``.
-        min_variance: absolute part of the covariance floor, ``>= 0``.
+        min_variance: the covariance floor's degenerate-data part, ``>= 0``, *relative* to the
+            scale :math:`s_0` of the data given to ``init`` (the floor is ``100 * eps *
+            trace(pooled cov) / d + min_variance * params.data_scale``; module docstring). A TOML
+            study sets it with ``[model] options = { min_variance = ... }``.
 
     Returns:
         A :class:`~selfconsume.models.GenerativeModel` named ``"gmm"`` with params
-        :class:`GMMParams`. Data are float ``(N, dim)``; samples ``(num_samples, dim)``.
+        :class:`GMMParams`. Data are float ``(N, dim)``; samples ``(num_samples, dim)``. Under
+        ``jit``, non-finite data or invalid weights give NaN params.
 
     Raises:
         ValueError: if a static size is not an integer in its range or ``min_variance < 0``.
@@ -261,54 +281,60 @@ def gmm(num_components: int, dim: int, *, em_steps: int = 10, init_em_steps: int
     steps = _checks.static_int("em_steps", em_steps, minimum=1)
     init_steps = steps if init_em_steps is None else _checks.static_int(
         "init_em_steps", init_em_steps, minimum=0)
-    min_var = _check_min_variance(min_variance)
+    min_var = check_min_variance(min_variance)
 
     def _check_params(params: GMMParams):
-        _check_param_shape("weights", params.weights, (c,))
-        _check_param_shape("means", params.means, (c, d))
-        _check_param_shape("covs", params.covs, (c, d, d))
+        check_param_shape("weights", params.weights, (c,))
+        check_param_shape("means", params.means, (c, d))
+        check_param_shape("covs", params.covs, (c, d, d))
+        check_param_shape("data_scale", params.data_scale, ())
 
-    def _prepare(data, weights):
-        x = _check_points("data", data, d)
-        w = _check_weights(weights, x.shape[0], x.dtype)
-        _, cov = weighted_moments(x, w)  # pooled covariance for re-seeding (floor added later)
-        return x, w, cov, _covariance_floor(jnp.trace(cov) / d, min_var, x.dtype)
+    def _prepare(data, weights, scale):
+        x, w, ok = fit_inputs(data, weights, d)
+        mean, cov = weighted_moments(x, w)  # pooled covariance for re-seeding (floor added later)
+        s0 = data_scale(mean, cov) if scale is None else jnp.asarray(scale, x.dtype)
+        return x, w, ok, cov, covariance_floor(jnp.trace(cov) / d, min_var, s0, x.dtype), s0
 
     def init(key: PRNGKey, data: ArrayLike, weights: ArrayLike | None = None) -> GMMParams:
         """Greedy k-means++ seeding, nearest-centre M-step, then ``init_em_steps`` EM steps."""
-        x, w, pooled, floor = _prepare(data, weights)
+        x, w, ok, pooled, floor, s0 = _prepare(data, weights, None)
         centres = kmeans_plusplus(key, x, w, c)
         dists = _sq_dists(x, centres)  # (C, N)
         resp = jax.nn.one_hot(jnp.argmin(dists, axis=0), c, dtype=x.dtype, axis=0)  # (C, N)
-        params = _m_step(x.T, w, resp, jnp.min(dists, axis=0), pooled, floor)
-        return _em(params, x.T, w, pooled, floor, init_steps) if init_steps else params
+        params = _m_step(x.T, w, resp, jnp.min(dists, axis=0), pooled, floor, s0)
+        params = _em(params, x.T, w, pooled, floor, init_steps) if init_steps else params
+        return _checks.poison(ok, params)
 
     def fit(key: PRNGKey, params: GMMParams, data: ArrayLike,
             weights: ArrayLike | None = None) -> GMMParams:
-        """``em_steps`` weighted EM steps on ``data`` ``(N, dim)``, warm-started at ``params``.
+        """``em_steps`` weighted EM steps on ``data`` ``(N, dim)``, warm-started at ``params``
+        (``params.data_scale`` is carried).
 
         EM is deterministic: ``key`` is not used.
         """
         del key
         _check_params(params)
-        x, w, pooled, floor = _prepare(data, weights)
+        x, w, ok, pooled, floor, _ = _prepare(data, weights, params.data_scale)
         params = jax.tree.map(lambda a: jnp.asarray(a, x.dtype), params)
-        return _em(params, x.T, w, pooled, floor, steps)
+        return _checks.poison(ok, _em(params, x.T, w, pooled, floor, steps))
 
     def sample(key: PRNGKey, params: GMMParams, num_samples: int) -> Array:
         """Draws ``(num_samples, dim)`` iid points: a component (inverse CDF), then its Gaussian."""
-        n = _check_num_samples(num_samples)
+        n = check_num_samples(num_samples)
         _check_params(params)
         key_c, key_z = jax.random.split(key)
-        comp = _inverse_cdf(key_c, params.weights, (n,))
+        comp = inverse_cdf(key_c, params.weights, (n,))
         chol = jnp.linalg.cholesky(params.covs)  # (C, d, d)
         z = jax.random.normal(key_z, (n, d), dtype=params.means.dtype)
-        return params.means[comp] + jnp.einsum("nde,ne->nd", chol[comp], z)
+        return params.means[comp] + jnp.einsum("nde,ne->nd", chol[comp], z, precision=HIGHEST)
 
     def log_prob(params: GMMParams, x: ArrayLike) -> Array:
         """Mixture log-density at ``x`` ``(n, dim)`` (logsumexp over components); ``(n,)``."""
         _check_params(params)
-        x = _check_points("x", x, d, finite=False)
+        x = check_points("x", x, d, finite=False)
         return jax.nn.logsumexp(_component_log_probs(params, x), axis=1)
 
-    return GenerativeModel(name="gmm", init=init, fit=fit, sample=sample, log_prob=log_prob)
+    return GenerativeModel(
+        name="gmm", init=init, fit=fit, sample=sample, log_prob=log_prob,
+        options=options_key(num_components=c, dim=d, em_steps=steps, init_em_steps=init_steps,
+                            min_variance=min_var))

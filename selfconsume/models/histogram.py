@@ -14,6 +14,9 @@ categorical loop on the states :math:`c_j`: its population dynamics are exactly 
 
 ``log_prob`` is the log-density of the piecewise-constant histogram density,
 :math:`\log p_j - d \log h` for a point in cell :math:`j` (``-inf`` outside the box).
+
+Under ``jit``, non-finite data or invalid weights make ``init`` and ``fit`` return NaN ``probs``
+(:func:`selfconsume._checks.poison`; a NaN point has no cell).
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ import numpy as np
 from flax import struct
 
 from selfconsume import _checks
-from selfconsume.models import (
+from selfconsume.models._common import (
     GenerativeModel,
-    _check_num_samples,
-    _check_param_shape,
-    _check_points,
-    _check_weights,
-    _inverse_cdf,
+    check_num_samples,
+    check_param_shape,
+    check_points,
+    fit_inputs,
+    inverse_cdf,
+    options_key,
 )
 from selfconsume.types import Array, ArrayLike, PRNGKey
 
@@ -82,7 +86,8 @@ def histogram(bins: int, low: float = -1.5, high: float = 1.5, dim: int = 2) -> 
     Returns:
         A :class:`~selfconsume.models.GenerativeModel` named ``"histogram"`` whose params are
         :class:`HistogramParams`. Data are float ``(N, dim)``; samples are cell centres of shape
-        ``(num_samples, dim)`` (see :func:`histogram_centers`).
+        ``(num_samples, dim)`` (see :func:`histogram_centers`). Under ``jit``, non-finite data or
+        invalid weights give NaN ``probs``.
 
     Raises:
         ValueError: if ``bins`` or ``dim`` is not an integer >= 1, ``low >= high``, or the grid
@@ -102,31 +107,31 @@ def histogram(bins: int, low: float = -1.5, high: float = 1.5, dim: int = 2) -> 
     def init(key: PRNGKey, data: ArrayLike, weights: ArrayLike | None = None) -> HistogramParams:
         """Weighted cell shares of ``data`` ``(N, dim)``, ``weights`` ``(N,)``; ``key`` unused."""
         del key
-        x = _check_points("data", data, dim)
-        w = _check_weights(weights, x.shape[0], x.dtype)
+        x, w, ok = fit_inputs(data, weights, dim)
         counts = jax.ops.segment_sum(w, cell(x)[0], num_segments=m)
-        return HistogramParams(probs=counts / jnp.sum(counts))
+        return _checks.poison(ok, HistogramParams(probs=counts / jnp.sum(counts)))
 
     def fit(key: PRNGKey, params: HistogramParams, data: ArrayLike,
             weights: ArrayLike | None = None) -> HistogramParams:
         """Weighted cell shares (closed form); the previous ``params`` are not used."""
-        _check_param_shape("probs", params.probs, (m,))
+        check_param_shape("probs", params.probs, (m,))
         return init(key, data, weights)
 
     def sample(key: PRNGKey, params: HistogramParams, num_samples: int) -> Array:
         """Draws ``num_samples`` cell centres, ``(num_samples, dim)``, by inverse CDF."""
-        n = _check_num_samples(num_samples)
-        _check_param_shape("probs", params.probs, (m,))
-        j = _inverse_cdf(key, params.probs, (n,))
+        n = check_num_samples(num_samples)
+        check_param_shape("probs", params.probs, (m,))
+        j = inverse_cdf(key, params.probs, (n,))
         digits = (j[:, None] // strides[None, :]) % bins
         return (low + (digits + 0.5) * width).astype(params.probs.dtype)
 
     def log_prob(params: HistogramParams, x: ArrayLike) -> Array:
         """Log-density of the histogram density at ``x`` ``(n, dim)``; ``-inf`` outside."""
-        _check_param_shape("probs", params.probs, (m,))
-        x = _check_points("x", x, dim, finite=False)
+        check_param_shape("probs", params.probs, (m,))
+        x = check_points("x", x, dim, finite=False)
         j, inside = cell(x)
         logp = jnp.log(params.probs)[j] - dim * jnp.log(jnp.asarray(width, params.probs.dtype))
         return jnp.where(inside, logp, -jnp.inf)
 
-    return GenerativeModel(name="histogram", init=init, fit=fit, sample=sample, log_prob=log_prob)
+    return GenerativeModel(name="histogram", init=init, fit=fit, sample=sample, log_prob=log_prob,
+                           options=options_key(bins=bins, low=low, high=high, dim=dim))

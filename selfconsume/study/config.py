@@ -1,0 +1,342 @@
+"""Study configuration: the TOML schema, its validation and its round trip.
+
+A study is a TOML document with sections ``[data]``, ``[model]``, ``[reward]``, ``[loop]``,
+``[sweep]``, ``[metrics]``, ``[plots]``, ``[classifier]`` (image rewards), an optional
+``[quick_overrides]`` table of dotted keys applied when ``quick = true`` (``--quick``), and
+``[[claims]]``. :func:`load_config` reads it, applies ``section.key=value`` overrides and
+:func:`validate` checks every key, filling in defaults; every problem is a :class:`ConfigError`
+whose one-line message names the key, the value and what is allowed. What can only be checked
+against the data (a model that does not fit them, a metric the study does not record) is checked
+when the study is built (:mod:`selfconsume.study.build`), before anything is compiled.
+
+Studies shipped with the package (``selfconsume/study/studies/*.toml``) run by name from any
+folder (:func:`find_study`).
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import json
+import math
+import os
+import tomllib
+from typing import Any
+
+from selfconsume import data as data_lib
+from selfconsume import models as models_lib
+from selfconsume import retrain
+from selfconsume import rewards as rewards_lib
+
+__all__ = ["ConfigError", "ClaimFailed", "NumericalError", "load_config", "validate", "to_toml",
+           "find_study", "shipped_studies", "DEMO", "SCHEMA", "GRID_AXES", "CLAIM_TESTS",
+           "STUDIES_DIR"]
+
+STUDIES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "studies")
+
+
+class ConfigError(ValueError):
+    """An invalid study configuration; the message names the key and the allowed values."""
+
+
+class ClaimFailed(RuntimeError):
+    """A study's claim did not hold (the results are saved)."""
+
+
+class NumericalError(RuntimeError):
+    """A run turned non-finite; the message names the generation and grid point, and the results
+    computed before it are saved (``results.npz`` with ``metadata["complete"] = False``)."""
+
+
+CLASSIFIER_REWARDS = ("class_probability", "confidence")
+GRID_AXES = ("real_fraction", "beta", "num_candidates", "reward_scale", "learning_rate")
+_REQUIRED = object()
+
+# section -> key -> (kind, default); kinds: str, int, float, bool, table, list, "float_or_inf"
+SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
+    "": {"name": ("str", _REQUIRED), "description": ("str", ""), "quick": ("bool", False)},
+    "data": {"name": ("str", _REQUIRED), "num_points": ("int", 4096), "options": ("table", {}),
+             "path": ("str", "")},
+    "classifier": {"steps": ("int", 2000), "hidden": ("list", [256, 128]), "seed": ("int", 0)},
+    "model": {"name": ("str", _REQUIRED), "options": ("table", {})},
+    "reward": {"name": ("str", _REQUIRED), "mode": ("int", -1), "options": ("table", {})},
+    "loop": {"num_generations": ("int", 20), "num_samples": ("int", 1024), "k": ("int", 4),
+             "regime": ("str", "replace"), "beta": ("float_or_inf", 1.0),
+             "real_fraction": ("float", 0.0), "num_candidates": ("int", 0),
+             "checkpoint_every": ("int", 0)},
+    "sweep": {"seeds": ("int", 8), "seed": ("int", 0), "grid": ("table", {}),
+              "devices": ("int", 0)},
+    "metrics": {"mode_shares": ("bool", True), "snapshot_points": ("int", 0),
+                "exact": ("bool", False), "exact_grid": ("table", {})},
+    "plots": {"metrics": ("list", ["reward_mean"]), "snapshots": ("list", [])},
+    "claims": {},
+}
+CLAIM_KEYS = {"description": "str", "metric": "str", "where": "table", "test": "str",
+              "value": "float", "generation": "int", "over": "str", "reference": "str"}
+CLAIM_TESTS = ("increases", "decreases", "above", "below", "matches")
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------------
+
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _set_dotted(cfg: dict, dotted: str, value) -> None:
+    parts = dotted.split(".")
+    node = cfg
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"`{dotted}`: `{part}` is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | None = None, *, text: str | None = None,
+                overrides: list[str] = ()) -> dict:
+    """Reads a study (file or text), applies ``section.key=value`` overrides, validates it."""
+    try:
+        if text is None:
+            with open(path, "rb") as f:
+                cfg = tomllib.load(f)
+        else:
+            cfg = tomllib.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path!r} does not exist") from None
+    except OSError as err:  # a folder, no permission, ...
+        raise ConfigError(f"configuration file {path!r} cannot be read: "
+                          f"{err.strerror or err}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"configuration {path or '<text>'!r} is not valid TOML: {err}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects section.key=value; got {item!r}")
+        key, value = item.split("=", 1)
+        _set_dotted(cfg, key.strip(), _parse_value(value.strip()))
+    return validate(cfg)
+
+
+def _check_kind(where: str, value, kind: str):
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "float_or_inf": (isinstance(value, (int, float)) and not isinstance(value, bool)) or
+                        value == "inf",
+        "bool": isinstance(value, bool),
+        "table": isinstance(value, dict),
+        "list": isinstance(value, list),
+    }[kind]
+    if not ok:
+        names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true/false",
+                 "float_or_inf": 'a number or "inf"', "table": "a table", "list": "a list"}
+        raise ConfigError(f"`{where}` must be {names[kind]}; got {value!r}")
+    if kind == "float_or_inf" and value == "inf":
+        return math.inf
+    return float(value) if kind == "float" else value
+
+
+def _need(where: str, ok: bool, allowed: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"`{where}` must be {allowed}; got {value!r}")
+
+
+def validate(cfg: dict) -> dict:
+    """Checks every section and key and fills in defaults; raises :class:`ConfigError`."""
+    cfg = copy.deepcopy(cfg)
+    if cfg.get("quick") is True:  # the same study at a reduced size
+        if not isinstance(cfg.get("quick_overrides"), dict) or not cfg["quick_overrides"]:
+            raise ConfigError("`quick` = true needs a [quick_overrides] table of dotted keys "
+                              "(the reduced sizes); this study has none")
+        for dotted, value in dict(cfg["quick_overrides"]).items():
+            _set_dotted(cfg, dotted, value)
+    unknown = set(cfg) - set(SCHEMA) - set(SCHEMA[""]) - {"quick_overrides"}
+    if unknown:
+        allowed = sorted(set(SCHEMA) - {""} | set(SCHEMA[""]) | {"quick_overrides"})
+        raise ConfigError(f"unknown section or key `{sorted(unknown)[0]}`; allowed: "
+                          f"{', '.join(allowed)}")
+    out: dict[str, Any] = {}
+    for section, keys in SCHEMA.items():
+        if section == "claims":
+            continue
+        given = cfg if section == "" else cfg.get(section, {})
+        if section and not isinstance(given, dict):
+            raise ConfigError(f"`{section}` must be a table; got {given!r}")
+        target = out if section == "" else out.setdefault(section, {})
+        if section:
+            extra = set(given) - set(keys)
+            if extra:
+                raise ConfigError(f"unknown key `{section}.{sorted(extra)[0]}`; allowed: "
+                                  f"{', '.join(sorted(keys))}")
+        for key, (kind, default) in keys.items():
+            where = f"{section}.{key}" if section else key
+            if key in given:
+                target[key] = _check_kind(where, given[key], kind)
+            elif default is _REQUIRED:
+                raise ConfigError(f"`{where}` is required")
+            else:
+                target[key] = copy.deepcopy(default)
+    if "quick_overrides" in cfg:
+        out["quick_overrides"] = cfg["quick_overrides"]
+    d, m, r, lp, sw = out["data"], out["model"], out["reward"], out["loop"], out["sweep"]
+    datasets = sorted(data_lib.DATASETS) + sorted(data_lib.IMAGE_DATASETS)
+    _need("data.name", d["name"] in datasets, f"one of {datasets}", d["name"])
+    _need("data.path", d["name"] != "cifar10" or d["path"] != "", "the folder holding the CIFAR-10 "
+          "python batches (with data.name = \"cifar10\")", d["path"])
+    _need("data.options", d["name"] not in data_lib.IMAGE_DATASETS or not d["options"],
+          "empty for an image dataset", d["options"])
+    _need("reward.name", r["name"] not in CLASSIFIER_REWARDS or d["name"] in
+          data_lib.IMAGE_DATASETS, f"a reward of point data (the classifier rewards "
+          f"{list(CLASSIFIER_REWARDS)} need data.name in {sorted(data_lib.IMAGE_DATASETS)})",
+          r["name"])
+    c = out["classifier"]
+    _need("classifier.steps", c["steps"] >= 1, "an integer >= 1", c["steps"])
+    _need("classifier.hidden", len(c["hidden"]) >= 1 and all(
+        isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in c["hidden"]),
+        "a non-empty list of integers >= 1", c["hidden"])
+    _need("model.name", m["name"] in models_lib.MODELS, f"one of {sorted(models_lib.MODELS)}",
+          m["name"])
+    _need("reward.name", r["name"] in rewards_lib.REWARDS, f"one of {sorted(rewards_lib.REWARDS)}",
+          r["name"])
+    _need("data.num_points", d["num_points"] >= 1, "an integer >= 1", d["num_points"])
+    for key in ("num_generations", "num_samples", "k"):
+        _need(f"loop.{key}", lp[key] >= 1, "an integer >= 1", lp[key])
+    _need("loop.regime", lp["regime"] in retrain.REGIMES, f"one of {list(retrain.REGIMES)}",
+          lp["regime"])
+    _need("loop.beta", lp["beta"] >= 0, 'a number >= 0 or "inf"', lp["beta"])
+    _need("loop.real_fraction", 0 <= lp["real_fraction"] <= 1, "in [0, 1]", lp["real_fraction"])
+    _need("loop.num_candidates", 0 <= lp["num_candidates"] <= lp["k"],
+          f"in [1, loop.k = {lp['k']}] (0 = k)", lp["num_candidates"])
+    _need("loop.checkpoint_every", lp["checkpoint_every"] >= 0, "an integer >= 0 (0 = automatic)",
+          lp["checkpoint_every"])
+    _need("sweep.seeds", sw["seeds"] >= 1, "an integer >= 1", sw["seeds"])
+    _need("sweep.devices", sw["devices"] >= 0, "an integer >= 0 (0 = every device: one per core "
+          "on a CPU)", sw["devices"])
+    for axis, values in sw["grid"].items():
+        _need(f"sweep.grid.{axis}", axis in GRID_AXES, f"one of {list(GRID_AXES)}", axis)
+        _need(f"sweep.grid.{axis}", isinstance(values, list) and len(values) > 0 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
+            "a non-empty list of numbers", values)
+        lo, hi = {"real_fraction": (0, 1), "beta": (0, math.inf), "num_candidates": (1, lp["k"]),
+                  "reward_scale": (-math.inf, math.inf), "learning_rate": (0, math.inf)}[axis]
+        _need(f"sweep.grid.{axis}", all(lo <= v <= hi for v in values), f"values in [{lo}, {hi}]",
+              values)
+        if axis == "num_candidates":
+            _need(f"sweep.grid.{axis}", all(isinstance(v, int) for v in values), "integers",
+                  values)
+        if axis == "learning_rate":
+            _need("sweep.grid.learning_rate", m["name"] == "flow_matching",
+                  "used with model.name = \"flow_matching\" only", m["name"])
+    _need("metrics.snapshot_points", out["metrics"]["snapshot_points"] >= 0, "an integer >= 0",
+          out["metrics"]["snapshot_points"])
+    grid = out["metrics"]["exact_grid"]
+    _need("metrics.exact_grid", not grid or (set(grid) == {"bins", "low", "high"} and isinstance(
+        grid["bins"], int) and grid["bins"] >= 1 and all(
+        isinstance(grid[b], (int, float)) and not isinstance(grid[b], bool) for b in ("low", "high"))
+        and grid["low"] < grid["high"]), "a table { bins = integer >= 1, low = number, high = "
+        "number > low } (or {} for a grid that covers the data)", grid)
+    t = lp["num_generations"]
+    snaps = out["plots"]["snapshots"]
+    _need("plots.snapshots", all(isinstance(g, int) and not isinstance(g, bool) and 0 <= g <= t
+                                 for g in snaps),
+          f"a list of generations in [0, loop.num_generations = {t}]", snaps)
+    _need("plots.snapshots", not snaps or out["metrics"]["snapshot_points"] > 0,
+          "empty unless metrics.snapshot_points > 0 (the snapshots draw recorded samples)", snaps)
+    _need("plots.metrics", all(isinstance(m, str) for m in out["plots"]["metrics"]),
+          "a list of metric names", out["plots"]["metrics"])
+    claims = cfg.get("claims", [])
+    _need("claims", isinstance(claims, list), "an array of tables [[claims]]", claims)
+    out["claims"] = []
+    for i, claim in enumerate(claims):
+        where = f"claims[{i}]"
+        _need(where, isinstance(claim, dict), "a table", claim)
+        extra = set(claim) - set(CLAIM_KEYS)
+        if extra:
+            raise ConfigError(f"unknown key `{where}.{sorted(extra)[0]}`; allowed: "
+                              f"{', '.join(sorted(CLAIM_KEYS))}")
+        c = {"description": "", "where": {}, "generation": -1, "over": "every_seed",
+             "value": 0.0}
+        for key, kind in CLAIM_KEYS.items():
+            if key in claim:
+                c[key] = _check_kind(f"{where}.{key}", claim[key], kind)
+        for key in ("metric", "test"):
+            if key not in c:
+                raise ConfigError(f"`{where}.{key}` is required")
+        _need(f"{where}.test", c["test"] in CLAIM_TESTS, f"one of {list(CLAIM_TESTS)}", c["test"])
+        if c["test"] == "matches":
+            _need(f"{where}.reference", "reference" in c, "the metric to match (with test = "
+                  '"matches")', c.get("reference"))
+            _need(f"{where}.value", c["value"] > 0, "a number of standard errors > 0 (with test "
+                  '= "matches")', c["value"])
+        _need(f"{where}.over", c["over"] in ("every_seed", "mean"), '"every_seed" or "mean"',
+              c["over"])
+        for axis in c["where"]:
+            _need(f"{where}.where", axis in sw["grid"], f"keys among the grid axes "
+                  f"{list(sw['grid'])}", axis)
+        out["claims"].append(c)
+    return out
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) and v > 0 else repr(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def to_toml(cfg: dict) -> str:
+    """Writes a validated configuration back as TOML (``load_config`` of it gives it back)."""
+    lines = [f"{k} = {_toml_value(cfg[k])}" for k in SCHEMA[""] if k in cfg]
+    for section in SCHEMA:
+        if section in ("", "claims"):
+            continue
+        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in cfg[section].items()]
+    if cfg.get("quick_overrides"):
+        lines += ["", "[quick_overrides]"] + [f"{json.dumps(k)} = {_toml_value(v)}"
+                                              for k, v in cfg["quick_overrides"].items()]
+    for claim in cfg.get("claims", []):
+        lines += ["", "[[claims]]"] + [f"{k} = {_toml_value(v)}" for k, v in claim.items()]
+    return "\n".join(lines) + "\n"
+
+
+def shipped_studies() -> dict[str, str]:
+    """Name -> path of the studies shipped with the package (``demo`` included)."""
+    return {os.path.splitext(os.path.basename(f))[0]: f
+            for f in sorted(glob.glob(os.path.join(STUDIES_DIR, "*.toml")))}
+
+
+def find_study(name_or_path: str) -> str:
+    """The TOML file of a study: an existing path, else the shipped study of that name.
+
+    Raises:
+        ConfigError: if it is neither a file nor a shipped study's name.
+    """
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    shipped = shipped_studies()
+    stem = os.path.splitext(os.path.basename(name_or_path))[0]
+    if name_or_path == stem and stem in shipped:
+        return shipped[stem]
+    raise ConfigError(f"configuration {name_or_path!r} is neither a file nor a shipped study; "
+                      f"shipped studies: {', '.join(shipped)}")
+
+
+with open(os.path.join(STUDIES_DIR, "demo.toml"), encoding="utf-8") as _f:
+    DEMO = _f.read()
+"""The demo study's TOML text (``selfconsume demo``; ``studies/demo.toml``)."""
+
