@@ -95,8 +95,8 @@ def write_json(path: str | None, payload: dict) -> None:
     """Writes ``payload`` atomically (temporary file in the same folder, then rename)."""
     if not path:
         return
-    from selfconsume.sweep import _atomic_write
+    from selfconsume.files import atomic_write
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _atomic_write(path, lambda f: json.dump(payload, f, indent=2), binary=False)
+    atomic_write(path, lambda f: json.dump(payload, f, indent=2), binary=False)
     print(f"wrote {path}")

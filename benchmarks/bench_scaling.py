@@ -75,7 +75,7 @@ def throughput(fn, num_configs: int, generations: int, repeats: int, devices=Non
         runs.append(meta["run_seconds"])
     steady = sorted(runs)[len(runs) // 2]
     n = meta["num_configs"]
-    return {"configs": n, "devices": meta["num_devices"], "compile_s": meta["compile_seconds"],
+    return {"configs": n, "devices": meta["devices"], "compile_s": meta["compile_seconds"],
             "steady_s": steady, "config_generations_per_s": n * generations / steady}
 
 

@@ -80,7 +80,7 @@ def bench_selfconsume(args, real, centers, reward, fractions):
             runs.append(result.metadata["run_seconds"])
             if len(runs) == 1:
                 out = {"compile_s": result.metadata["compile_seconds"], "wall_s": wall,
-                       "devices": result.metadata["num_devices"]}
+                       "devices": result.metadata["devices"]}
         return out | {"steady_s": statistics.median(runs), "min_s": min(runs)}, result
 
     a, result = timed_sweep(None)

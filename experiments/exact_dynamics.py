@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import selfconsume as sc
-from selfconsume.sweep import _atomic_write
+from selfconsume.files import atomic_write
 
 KS = (2, 4, 16, 64, math.inf)
 FRACTIONS = (0.0, 0.1, 0.3, 0.5)
@@ -65,7 +65,7 @@ def heatmaps(path, p0, rewards, p_t, grid, generations):
             ax.set_ylabel("$x_2$")
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle("exact dynamics on the 8-mode ring (pure curation)")
-    _atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
 
 
 def reward_curves(path, curves, generations):
@@ -83,7 +83,7 @@ def reward_curves(path, curves, generations):
             ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle("exact expected reward under curated retraining")
-    _atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
 
 
 def main(argv=None) -> int:
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     claims.insert(0, {"description": "every theorem check holds in every setting",
                       "value": len(table), "holds": checks_hold})
     summary = {"grid": grid, "generations": generations, "checks": table, "claims": claims}
-    _atomic_write(os.path.join(args.out, "summary.json"),
+    atomic_write(os.path.join(args.out, "summary.json"),
                   lambda f: json.dump(summary, f, indent=2), binary=False)
     print(f"{'support':<12}{'K':>5}{'a':>6}  all checks hold  min slack")
     for row in table:

@@ -36,7 +36,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import selfconsume as sc
-from selfconsume.sweep import _atomic_write
+from selfconsume.files import atomic_write
 
 STD, NUM_MODES, SCALE, RADIUS = 0.05, 8, 4.0, 0.1
 SIZES = {  # full, quick
@@ -155,7 +155,7 @@ def figure(path, sizes, pop, loops):
         ax.grid(alpha=0.3)
     fig.suptitle(f"phase diagram after {sizes['generations']} generations (8-mode ring, reward on "
                  "mode 0)")
-    _atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
 
 
 def bound_claims(pop, loops, sizes):
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
                            "compile_s": loop.metadata["compile_seconds"],
                            "run_s": loop.metadata["run_seconds"]}
                        for a, loop in loops.items()}}
-    _atomic_write(os.path.join(args.out, "summary.json"),
+    atomic_write(os.path.join(args.out, "summary.json"),
                   lambda f: json.dump(summary, f, indent=2), binary=False)
     for axis, cols in (("k", [str(k) for k in sizes["ks"]] + ["inf"]),
                        ("beta", [f"{b:g}" for b in sizes["betas"]])):

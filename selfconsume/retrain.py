@@ -165,7 +165,13 @@ def _check_hyper(hyper: Hyperparams, config: LoopConfig, real_data) -> Array:
         raise ValueError(f"`hyper` must be a selfconsume.Hyperparams; got {type(hyper).__name__}.")
     _checks.scalar("beta", hyper.beta, minimum=0.0)
     _checks.scalar("real_fraction", hyper.real_fraction, minimum=0.0, maximum=1.0)
-    _checks.scalar("num_candidates", hyper.num_candidates, minimum=0, maximum=config.k)
+    if jnp.ndim(hyper.num_candidates) != 0:
+        raise ValueError(f"`num_candidates` must be a scalar; got shape "
+                         f"{jnp.shape(hyper.num_candidates)}.")
+    if _checks.is_concrete(hyper.num_candidates) and not (
+            0 <= int(hyper.num_candidates) <= config.k):
+        raise ValueError(f"`num_candidates` must be in [1, {config.k}] (or 0 for k = "
+                         f"{config.k}); got {int(hyper.num_candidates)}.")
     _checks.scalar("reward_scale", hyper.reward_scale)
     _checks.finite("reward_scale", hyper.reward_scale)
     if not jnp.issubdtype(jnp.result_type(hyper.num_candidates), jnp.integer):

@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 
 from selfconsume import cli, study
+from selfconsume.files import atomic_write
+from selfconsume.results import SweepResult
 
 # The demo at a reduced size; checkpoints after every generation (so a kill lands mid-run).
-QUICK = ["--quick", "--quiet", "--set", "loop.checkpoint_every=1"]
+# One device, so that the runs compared bit for bit below share one layout.
+QUICK = ["--quick", "--quiet", "--devices", "1", "--set", "loop.checkpoint_every=1"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -39,7 +42,7 @@ def test_demo_writes_every_output(demo_run, capsys):
     assert final["low"] <= final["mean"] <= final["high"]
     with open(os.path.join(demo_run, "metrics.csv")) as f:
         header = f.readline().strip().split(",")
-    assert header == ["seed", "real_fraction", "generation", "metric", "value"]
+    assert header == ["seed", "real_fraction", "generation", "metric", "index", "value"]
 
 
 def test_config_round_trip():
@@ -184,7 +187,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        study._atomic_write(str(path), broken, binary=False)
+        atomic_write(str(path), broken, binary=False)
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["summary.json"]  # no temporary file left behind
 
@@ -214,7 +217,7 @@ def test_matches_claim_holds_within_and_fails_outside_the_band():
 
 def test_histogram_study_overlays_the_exact_curve(tmp_path):
     """A small histogram study: the exact population curve is recorded, drawn and matched."""
-    path = os.path.join(ROOT, "experiments", "mog_curation_histogram.toml")
+    path = "mog_curation_histogram"  # a shipped study, by name
     out = tmp_path / "hist"
     sets = ["loop.num_generations=3", "loop.num_samples=512", "sweep.seeds=6",
             "model.options={bins=16, low=-1.5, high=1.5}", "data.num_points=2048",
@@ -226,7 +229,7 @@ def test_histogram_study_overlays_the_exact_curve(tmp_path):
     with open(out / "summary.json") as f:
         claims = {c["test"]: c for c in json.load(f)["claims"]}
     assert claims["matches"]["holds"], claims["matches"]
-    result = study.SweepResult.load(str(out), name="results")
+    result = SweepResult.load(str(out), name="results")
     exact = result.values["exact_reward"]
     assert exact.shape == result.values["reward_mean"].shape == (6, 2, 4)
     assert np.all(exact[0] == exact[1])  # the same curve for every seed
@@ -264,9 +267,10 @@ def test_non_finite_refit_stops_the_run_and_saves_what_came_before(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0, err
     assert "the refit is not finite for seed" in err and "real_fraction=" in err, err
+    assert f"saved in {out}" in err, err
     generation = int(err.split("generation ")[1].split(":")[0])
     assert 0 < generation < 8
-    result = study.SweepResult.load(str(out), name="results")
+    result = SweepResult.load(str(out), name="results")
     assert result.metadata["complete"] is False
     assert result.metadata["stopped_at_generation"] == generation
     assert result.values["reward_mean"].shape[-1] == generation + 1
@@ -276,7 +280,7 @@ def test_non_finite_refit_stops_the_run_and_saves_what_came_before(tmp_path, cap
     # the checkpoint kept is the last finite one, before the failing chunk
     with np.load(out / "checkpoint.npz") as z:
         assert int(z["done"]) <= generation
-        assert all(np.all(np.isfinite(z[k])) for k in z.files if k.startswith("state/")
+        assert all(np.all(np.isfinite(z[k])) for k in z.files if k.startswith("carry/")
                    and np.issubdtype(z[k].dtype, np.floating))
 
 

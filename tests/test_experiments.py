@@ -33,8 +33,7 @@ def test_toml_study_quick(name, tmp_path):
     from selfconsume import cli
 
     out = tmp_path / name
-    study = os.path.join(ROOT, "experiments", f"{name}.toml")
-    assert cli.main(["run", study, "--set", "quick=true", "--out", str(out), "--quiet"]) == 0
+    assert cli.main(["run", name, "--set", "quick=true", "--out", str(out), "--quiet"]) == 0
     with open(out / "summary.json") as f:
         claims = json.load(f)["claims"]
     assert claims and all(c["holds"] for c in claims), claims

@@ -1,4 +1,4 @@
-"""Tests of seeds x grid sweeps (selfconsume.sweep): vmapped == looped, compile once, sharding."""
+"""Tests of seeds x grid sweeps (selfconsume.execution): vmapped == looped, compile once, sharding."""
 
 import csv
 import json
@@ -183,30 +183,40 @@ def test_save_load_round_trip_bit_for_bit(base, tmp_path):
                     metadata={}).save(tmp_path / "tuple")
 
 
+def test_to_csv_writes_booleans_as_numbers(tmp_path):
+    result = SweepResult(values={"ok": np.array([[True, False]])}, axes=("seed",),
+                         coords={"seed": np.arange(1)}, metadata={})
+    result.to_csv(tmp_path / "b.csv")
+    with open(tmp_path / "b.csv", newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    assert [r[-1] for r in rows] == ["1", "0"] and [r[1] for r in rows] == ["0", "1"]
+
+
 def test_to_csv_is_tidy(base, tmp_path):
     path = tmp_path / "run.csv"
     base.to_csv(path)
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
     header, body = rows[0], rows[1:]
-    assert header == ["seed", "beta", "real_fraction", "generation", "metric", "value"]
+    assert header == ["seed", "beta", "real_fraction", "generation", "metric", "index", "value"]
     num_configs = NUM_SEEDS * 3 * 2
     per_config = 1 + NUM_GENERATIONS + NUM_GENERATIONS * NUM_SHARES  # final, series, shares
     assert len(body) == num_configs * per_config
     assert all(len(r) == len(header) for r in body)
     by_metric = {}
     for r in body:
-        by_metric.setdefault(r[4], []).append(r)
-    assert sorted(by_metric) == sorted(["final", "series"] +
-                                       [f"stats/shares[{m}]" for m in range(NUM_SHARES)])
-    assert all(r[3] == "" for r in by_metric["final"])
-    for seed, beta, a, gen, metric, value in by_metric["series"] + by_metric["stats/shares[2]"]:
+        by_metric.setdefault((r[4], r[5]), []).append(r)
+    assert sorted(by_metric) == sorted([("final", ""), ("series", "")] +
+                                       [("stats/shares", str(m)) for m in range(NUM_SHARES)])
+    assert all(r[3] == "" for r in by_metric[("final", "")])
+    for seed, beta, a, gen, metric, index, value in (by_metric[("series", "")]
+                                                     + by_metric[("stats/shares", "2")]):
         s = int(seed)
         i = GRID["beta"].index(float(beta))
         j = GRID["real_fraction"].index(float(a))
         leaf = base.values["series"] if metric == "series" else base.values["stats"]["shares"]
         expected = leaf[s, i, j, int(gen)] if metric == "series" else leaf[s, i, j, int(gen), 2]
-        assert np.float32(value) == expected  # shortest round-trip text
+        assert np.float32(value) == expected  # shortest round-trip text, a number
     assert os.listdir(tmp_path) == ["run.csv"]  # no temp file left
 
 

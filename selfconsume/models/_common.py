@@ -292,6 +292,45 @@ def covariance_floor(mean_variance: Array, min_variance: float, scale: Array, dt
 
 
 # ------------------------------------------------------------------------------------------------
+# Log-sum-exp
+
+
+def shifted_exp(a: Array, axis: int) -> tuple[Array, Array]:
+    r"""``top = max(a, axis)`` and ``e = exp(a - top)``, robust to recomputation of ``a``.
+
+    With tiny covariances (a collapsed fit) log-densities reach :math:`\pm 10^{15}`. XLA may
+    evaluate ``a`` separately inside the fused loops of the ``max`` and of the ``exp``, and two
+    evaluations of the same expression then differ by many units (FMA contraction): ``a - top``
+    can be far above 0 (``exp`` overflows) or far below for every entry (the sum is 0). So the
+    exponent is clipped at 0 and the entry at ``argmax(a)`` is set to exactly 1: the sum over
+    ``axis`` is always ``>= 1``. A slice that is all ``-inf`` gets ``top = -inf`` and ``e = 0``;
+    NaN propagates.
+
+    Args:
+        a: array of log-terms.
+        axis: the axis reduced.
+
+    Returns:
+        ``top`` (``a``'s shape without ``axis``) and ``e`` (``a``'s shape), with
+        ``log sum exp(a) = top + log(sum(e, axis))``.
+    """
+    top = jnp.max(a, axis=axis)
+    finite_top = jnp.expand_dims(jnp.isfinite(top), axis)
+    shift = jnp.expand_dims(jnp.where(jnp.isneginf(top), jnp.zeros_like(top), top), axis)
+    e = jnp.exp(jnp.minimum(a - shift, 0.0))
+    hit = jnp.expand_dims(jnp.argmax(a, axis=axis), axis) == jax.lax.broadcasted_iota(
+        jnp.int32, a.shape, axis % a.ndim)
+    return top, jnp.where(hit & finite_top, jnp.ones_like(e), e)
+
+
+def logsumexp(a: Array, axis: int) -> Array:
+    """``log(sum(exp(a), axis))`` computed with :func:`shifted_exp`."""
+    top, e = shifted_exp(a, axis)
+    safe = jnp.where(jnp.isneginf(top), jnp.zeros_like(top), top)
+    return safe + jnp.log(jnp.sum(e, axis=axis))
+
+
+# ------------------------------------------------------------------------------------------------
 # Sampling
 
 

@@ -67,7 +67,9 @@ from selfconsume.models._common import (
     data_scale,
     fit_inputs,
     inverse_cdf,
+    logsumexp,
     options_key,
+    shifted_exp,
 )
 from selfconsume.models.gaussian import add_floor, inverse_cholesky, log_normal, weighted_moments
 from selfconsume.types import Array, ArrayLike, PRNGKey
@@ -199,14 +201,14 @@ def _em(params: GMMParams, xt: Array, w: Array, pooled_cov: Array, floor: Array,
     The E-step takes one ``exp`` per (component, point): with :math:`m_n = \max_c j_{nc}` and
     :math:`s_n = \sum_c e^{j_{nc} - m_n}`, :math:`\tilde w_n \gamma_{nc} = e^{j_{nc} - m_n}
     \tilde w_n / s_n` and :math:`\log p(x_n) = m_n + \log s_n`; the sample weights are folded
-    into the responsibilities before the M-step's reductions.
+    into the responsibilities before the M-step's reductions. The joint log-probabilities are
+    materialised once (:func:`~selfconsume.models._common.shifted_exp`), so that :math:`j_{nc} -
+    m_n \le 0` holds exactly even when a collapsed component puts them near :math:`-10^{15}`.
     """
 
     def step(_, p):
-        joint = _joint_t(p, xt)  # (C, N)
-        top = jnp.max(joint, axis=0)
-        e = jnp.exp(joint - top[None, :])
-        total = jnp.sum(e, axis=0)  # >= 1: the top component contributes exp(0)
+        top, e = shifted_exp(_joint_t(p, xt), axis=0)  # (N,), (C, N)
+        total = jnp.sum(e, axis=0)  # >= 1: the top component contributes exactly exp(0)
         r = e * (w / total)[None, :]
         return _m_step_weighted(xt, r, w, -(top + jnp.log(total)), pooled_cov, floor,
                                 p.data_scale)
@@ -332,7 +334,7 @@ def gmm(num_components: int, dim: int, *, em_steps: int = 10, init_em_steps: int
         """Mixture log-density at ``x`` ``(n, dim)`` (logsumexp over components); ``(n,)``."""
         _check_params(params)
         x = check_points("x", x, d, finite=False)
-        return jax.nn.logsumexp(_component_log_probs(params, x), axis=1)
+        return logsumexp(_component_log_probs(params, x), axis=1)
 
     return GenerativeModel(
         name="gmm", init=init, fit=fit, sample=sample, log_prob=log_prob,

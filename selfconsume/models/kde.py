@@ -58,6 +58,7 @@ from selfconsume.models._common import (
     data_scale,
     fit_inputs,
     inverse_cdf,
+    logsumexp,
     options_key,
 )
 from selfconsume.models.gaussian import add_floor, inverse_cholesky, weighted_moments
@@ -232,7 +233,7 @@ def kde(dim: int, *, bandwidth: float | str | None = None,
         sq = (jnp.sum(a * a, axis=1)[:, None] + jnp.sum(b * b, axis=1)[None, :]
               - 2.0 * jnp.matmul(a, b.T, precision=HIGHEST))
         log_k = -0.5 * jnp.maximum(sq, 0.0) + jnp.log(params.weights)[None, :]
-        return (jax.nn.logsumexp(log_k, axis=1) - half_logdet
+        return (logsumexp(log_k, axis=1) - half_logdet
                 - 0.5 * d * math.log(2 * math.pi))
 
     return GenerativeModel(name="kde", init=init, fit=fit, sample=sample, log_prob=log_prob,

@@ -326,12 +326,11 @@ def find_study(name_or_path: str) -> str:
     Raises:
         ConfigError: if it is neither a file nor a shipped study's name.
     """
-    if os.path.isfile(name_or_path):
-        return name_or_path
     shipped = shipped_studies()
-    stem = os.path.splitext(os.path.basename(name_or_path))[0]
-    if name_or_path == stem and stem in shipped:
-        return shipped[stem]
+    if os.path.exists(name_or_path) or os.sep in name_or_path or name_or_path.endswith(".toml"):
+        return name_or_path  # a path: load_config says what is wrong with it
+    if name_or_path in shipped:
+        return shipped[name_or_path]
     raise ConfigError(f"configuration {name_or_path!r} is neither a file nor a shipped study; "
                       f"shipped studies: {', '.join(shipped)}")
 

@@ -109,10 +109,12 @@ def _stop(result: SweepResult, run_dir: str | None):
                  f"{os.path.join(run_dir, RESULTS + '.npz')}")
     else:
         saved = "nothing was computed before it"
-    where = ""
-    if meta.get("stop_config") is not None:
-        where = f" (first: {_describe(result, meta['stop_config'])})"
-    raise NumericalError(f"generation {generation}: {meta['stop_reason']}{where}; {saved}")
+    if meta.get("stop_config") is not None:  # fit_is_finite was False
+        what = (f"the refit is not finite for {_describe(result, meta['stop_config'])} "
+                f"({meta['stop_reason']})")
+    else:  # checked mode: the operation
+        what = meta["stop_reason"]
+    raise NumericalError(f"generation {generation}: {what}; {saved}")
 
 
 def _describe(result: SweepResult, index: int) -> str:
