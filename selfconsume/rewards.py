@@ -40,30 +40,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from selfconsume import _checks
+from selfconsume.models._common import identity_key
 from selfconsume.types import Array, ArrayLike, PyTree
 
 __all__ = ["Reward", "distance", "linear", "table", "class_probability", "confidence",
            "log_density", "REWARDS"]
 
 RewardFn = Callable[[Array], Array]
-
-
-class _Identity:
-    """An option key that is equal only to the key of the same object (``is``)."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __eq__(self, other):
-        return isinstance(other, _Identity) and other.obj is self.obj
-
-    def __hash__(self):
-        return id(self.obj)
-
-    def __repr__(self) -> str:
-        return f"<{type(self.obj).__name__} at {id(self.obj):#x}>"
 
 
 def _option_key(value) -> Any:
@@ -73,14 +56,14 @@ def _option_key(value) -> Any:
     if value is None or isinstance(value, (bool, numbers.Number, str)):
         return value
     if not _checks.is_concrete(value):  # a tracer: no value to compare
-        return _Identity(value)
+        return identity_key(value)
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         try:
             a = np.asarray(value)
         except Exception:  # noqa: BLE001 - not convertible: compare by identity
-            return _Identity(value)
+            return identity_key(value)
         if a.dtype == object:
-            return _Identity(value)
+            return identity_key(value)
 
         def nest(v):
             return tuple(nest(e) for e in v) if isinstance(v, list) else v
@@ -89,7 +72,7 @@ def _option_key(value) -> Any:
     try:
         hash(value)
     except TypeError:
-        return _Identity(value)
+        return identity_key(value)
     return value
 
 
@@ -112,6 +95,12 @@ class Reward:
 
     def __setattr__(self, name, value):
         raise AttributeError(f"a Reward is immutable; cannot set {name!r}.")
+
+    def __copy__(self):
+        return self  # immutable
+
+    def __deepcopy__(self, memo):
+        return self
 
     def __call__(self, x: ArrayLike) -> Array:
         """The rewards ``(n,)`` of the samples ``x`` ``(n, ...)``."""
@@ -286,7 +275,7 @@ def class_probability(classifier: Any, class_index: int, *,
         return scale * _class_probabilities(classifier, x)[:, class_index]
 
     return Reward("class_probability",
-                  dict(classifier=_Identity(classifier), class_index=class_index, scale=scale),
+                  dict(classifier=identity_key(classifier), class_index=class_index, scale=scale),
                   reward)
 
 
@@ -307,7 +296,7 @@ def confidence(classifier: Any, *, scale: ArrayLike = 1.0) -> Reward:
     def reward(x: Array) -> Array:
         return scale * jnp.max(_class_probabilities(classifier, x), axis=1)
 
-    return Reward("confidence", dict(classifier=_Identity(classifier), scale=scale), reward)
+    return Reward("confidence", dict(classifier=identity_key(classifier), scale=scale), reward)
 
 
 def log_density(model: Any, params: PyTree, *, scale: ArrayLike = 1.0) -> Reward:
@@ -335,7 +324,7 @@ def log_density(model: Any, params: PyTree, *, scale: ArrayLike = 1.0) -> Reward
     def reward(x: Array) -> Array:
         return scale * model.log_prob(params, x)
 
-    return Reward("log_density", dict(model=model, params=_Identity(params), scale=scale),
+    return Reward("log_density", dict(model=model, params=identity_key(params), scale=scale),
                   reward)
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from selfconsume import models
+from selfconsume.models._common import DEFAULT_MIN_VARIANCE, inverse_cdf
 from tests import model_reference as ref
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -31,6 +32,7 @@ NUM_SAMPLES = 4096
 EPS64 = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)
 N_FAMILY = 300
+MIN_VAR = DEFAULT_MIN_VARIANCE  # the relative floor every Gaussian-based family uses by default
 
 
 def _key(i=0):
@@ -134,7 +136,7 @@ def test_categorical_point_mass_is_always_drawn(hot):
     assert np.all(np.asarray(CAT.sample(_key(2), params, NUM_SAMPLES)) == hot)
 
 
-_inverse_cdf_jit = jax.jit(lambda k, m: models._inverse_cdf(k, m, (2000,)))
+_inverse_cdf_jit = jax.jit(lambda k, m: inverse_cdf(k, m, (2000,)))
 
 
 @settings(max_examples=40, deadline=None)
@@ -174,7 +176,8 @@ def test_gaussian_mle_and_log_prob_match_reference_x64():
         model = models.gaussian(3)
         params = jax.jit(model.init)(_key(), jnp.asarray(x), jnp.asarray(w))
         assert params.mean.dtype == jnp.float64
-        mean, cov = ref.weighted_gaussian_mle(x, w, 1e-6, EPS64)
+        mean, cov = ref.weighted_gaussian_mle(x, w, MIN_VAR, EPS64)
+        np.testing.assert_allclose(params.data_scale, ref.data_scale(x, w), rtol=1e-12)
         # float64 sums of 200 terms: errors ~1e-14; 1e-10 leaves room for the summation order.
         np.testing.assert_allclose(params.mean, mean, rtol=1e-10)
         np.testing.assert_allclose(params.cov, cov, rtol=1e-10, atol=1e-12)
@@ -189,7 +192,8 @@ def test_gaussian_float32_matches_reference():
     w = _weights()
     params = GAUSS.fit(_key(), GAUSS.init(_key(), x, _ones()), x, w)
     assert params.mean.dtype == jnp.float32
-    mean, cov = ref.weighted_gaussian_mle(x, w, 1e-6, EPS32)
+    # fit carries the data scale recorded by init (on uniform weights)
+    mean, cov = ref.weighted_gaussian_mle(x, w, MIN_VAR, EPS32, ref.data_scale(x, _ones()))
     # float32 (eps 1.2e-7) sums of 300 terms at scale <= 9: errors below 1e-5.
     np.testing.assert_allclose(params.mean, mean, atol=1e-5)
     np.testing.assert_allclose(params.cov, cov, rtol=1e-4, atol=1e-5)
@@ -233,7 +237,7 @@ def test_gmm_one_em_step_matches_reference_x64():
                                  covs=jnp.asarray(covs))
         params = jax.jit(GMM.model.fit)(_key(), start, jnp.asarray(x), jnp.asarray(w))
         assert params.means.dtype == jnp.float64
-        ref_pi, ref_means, ref_covs = ref.gmm_em_step(x, w, pi, means, covs, 1e-6, EPS64)
+        ref_pi, ref_means, ref_covs = ref.gmm_em_step(x, w, pi, means, covs, MIN_VAR, EPS64)
         # Same float64 arithmetic in a different order: agreement to ~1e-13; 1e-9 is generous.
         np.testing.assert_allclose(params.weights, ref_pi, rtol=1e-9)
         np.testing.assert_allclose(params.means, ref_means, rtol=1e-9, atol=1e-12)
@@ -257,7 +261,7 @@ def test_gmm_one_em_step_matches_reference_high_dim_x64():
         start = models.GMMParams(weights=jnp.asarray(pi), means=jnp.asarray(means),
                                  covs=jnp.asarray(covs))
         params = jax.jit(model.fit)(_key(), start, jnp.asarray(x), jnp.asarray(w))
-        ref_pi, ref_means, ref_covs = ref.gmm_em_step(x, w, pi, means, covs, 1e-6, EPS64)
+        ref_pi, ref_means, ref_covs = ref.gmm_em_step(x, w, pi, means, covs, MIN_VAR, EPS64)
         np.testing.assert_allclose(params.weights, ref_pi, rtol=1e-9)
         np.testing.assert_allclose(params.means, ref_means, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(params.covs, ref_covs, rtol=1e-9, atol=1e-12)
@@ -267,7 +271,7 @@ def test_gmm_one_em_step_float32_close_to_reference():
     x = _ring32(seed=3)
     pi, means, covs = _gmm_start(x, 4, seed=5)
     params = GMM.fit(_key(), _gmm32(pi, means, covs), x, _ones())
-    ref_pi, ref_means, ref_covs = ref.gmm_em_step(x, _ones(), pi, means, covs, 1e-6, EPS32)
+    ref_pi, ref_means, ref_covs = ref.gmm_em_step(x, _ones(), pi, means, covs, MIN_VAR, EPS32)
     # float32 responsibilities and sums over 300 points at unit scale: errors ~1e-6.
     np.testing.assert_allclose(params.weights, ref_pi, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(params.means, ref_means, atol=1e-4)
@@ -371,7 +375,7 @@ def test_kde_log_prob_matches_scipy_x64(bandwidth):
     with jax.enable_x64(True):
         model = models.kde(2, bandwidth=bandwidth, min_variance=0.0)
         params = jax.jit(model.init)(_key(), jnp.asarray(x), jnp.asarray(w))
-        # Only the relative floor 100 * eps64 * trace / d ~ 1e-14 separates us from scipy.
+        # Only the floor h^2 * 100 * eps64 * trace / d ~ 1e-14 (relative) separates us from scipy.
         np.testing.assert_allclose(params.cov, scipy_kde.covariance, rtol=1e-10)
         np.testing.assert_allclose(jax.jit(model.log_prob)(params, jnp.asarray(y)),
                                    scipy_kde.logpdf(y.T), rtol=1e-9)
@@ -382,8 +386,8 @@ def test_kde_default_float32_close_to_scipy():
     w = _weights(seed=19)
     scipy_kde = stats.gaussian_kde(x.T.astype(np.float64), weights=w.astype(np.float64))
     params = KDE.fit(_key(), KDE.init(_key(), x, _ones()), x, w)
-    # The default floor (1e-6 + 100 * eps32 * 0.5) shifts a kernel variance of ~0.06 by ~2e-5
-    # relative, and float32 whitened distances err by ~1e-5 nats: 1e-3 absolute on log-densities.
+    # The default floor h^2 (100 * eps32 * 0.5 + 1e-15 * s0) shifts a kernel variance of ~0.06
+    # by ~1e-5 relative, and float32 whitened distances err by ~1e-5 nats: 1e-3 absolute.
     np.testing.assert_allclose(KDE.log_prob(params, x), scipy_kde.logpdf(x.T.astype(np.float64)),
                                atol=1e-3)
 
@@ -429,11 +433,14 @@ def test_degenerate_data_gives_finite_params_and_samples(name, case):
         assert np.all(np.asarray(x) == point)
         return
     assert np.all(np.isfinite(x)) and np.all(np.isfinite(fam.log_prob(params, x[:N_FAMILY])))
-    # All the mass is at one point: the fitted spread is the floor, and samples stay close.
+    # All the mass is at one point: the fitted spread is the floor, and samples stay close (the
+    # floor min_variance * s0 with s0 = |point|^2 / d is below float32 resolution at the point,
+    # so allow 4 ulps of rounding of the mean and of mean + L z on top of 10 spreads).
     covs = np.asarray(params.covs if name == "gmm" else params.cov[None])
     spread = math.sqrt(np.max(np.linalg.eigvalsh(covs[np.asarray(params.weights) > 0.01]
                                                  if name == "gmm" else covs)))
-    assert spread < 1e-2 and np.all(np.abs(np.asarray(x) - point) < 10 * spread), spread
+    tol = 10 * spread + 4 * EPS32 * np.max(np.abs(point))
+    assert spread < 1e-2 and np.all(np.abs(np.asarray(x) - point) < tol), spread
 
 
 def _assert_batch_equals_loop(batched, looped, exact):
@@ -582,10 +589,12 @@ def test_factory_and_registry_validation():
                for n in ("categorical", "gaussian", "kde"))
 
 
-def test_weights_validation_is_skipped_under_jit():
-    """Concrete-value checks only run outside transformations; shapes are still checked."""
+def test_weights_validation_poisons_under_jit():
+    """Concrete-value checks raise outside transformations; under jit the fit is NaN (the rule
+    of selfconsume._checks; every family: tests/test_model_values.py); shapes still raise."""
     init = FAMILIES["gaussian"].init
-    out = init(_key(), _X, jnp.zeros(_N))  # all-zero: not detectable when traced
+    out = init(_key(), _X, jnp.zeros(_N, jnp.float32))  # all-zero: traced, so poisoned
     assert out.mean.shape == (2,)
+    assert all(np.all(np.isnan(leaf)) for leaf in jax.tree.leaves(out))
     with pytest.raises(ValueError, match="`weights` must have shape"):
         init(_key(), _X, jnp.ones(3))

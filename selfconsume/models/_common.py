@@ -1,5 +1,5 @@
 r"""What the model families share (private): the model record, input checks, the covariance floor,
-inverse-CDF sampling.
+a log-sum-exp robust to recomputation, inverse-CDF sampling.
 
 **Covariance floor.** Every Gaussian-based family (:mod:`~selfconsume.models.gaussian`,
 :mod:`~selfconsume.models.gmm`, :mod:`~selfconsume.models.kde`) adds :math:`\delta I` to its fitted
@@ -18,12 +18,19 @@ params leaf ``data_scale``: the scale of the data given to ``init``,
     s_0 = \bar\sigma^2_{\rm init}\ \text{if}\ > 0, \quad\text{else}\
     \lVert \bar x_{\rm init} \rVert^2 / d\ \text{if}\ > 0, \quad\text{else}\ 1,
 
-(the fallbacks cover identical points and a single point), carried unchanged by ``fit``. The first
+(the fallbacks cover identical points and a single point), carried unchanged by ``fit`` (params
+built by hand get :math:`s_0 = 1`). The KDE adds :math:`\delta` to the data covariance before the
+bandwidth factor, so its kernel's floor is :math:`h^2 \delta`. The first
 term keeps the Cholesky factorisation of rank-deficient covariances stable at every scale (a
 relative error of :math:`1.2 \cdot 10^{-5}` in float32); the second keeps degenerate data finite.
 Relative to :math:`s_0`, the second term is harmless: a Gaussian whose variance collapses over
 generations follows the unfloored curve to float32 rounding down to variances of about
 :math:`10^{-10} s_0` (and stops at :math:`\sigma^2_{\min} s_0` instead of 0).
+
+**Log-sum-exp.** :func:`shifted_exp` returns :math:`m = \max_c a_c` and :math:`e_c = e^{\min(a_c
+- m, 0)}` with :math:`e_{\arg\max} = 1` exactly, so :math:`\sum_c e_c \ge 1` even where XLA
+evaluates :math:`a` twice with different rounding (log-densities near :math:`-10^{15}` under a
+collapsed covariance); :math:`\log \sum_c e^{a_c} = m + \log \sum_c e_c`.
 
 **Sampling.** :func:`inverse_cdf` draws ``n`` indices from ``M`` masses in :math:`O(M + n \log M)`.
 
@@ -275,6 +282,20 @@ def data_scale(mean: Array, cov: Array) -> Array:
     var = jnp.trace(cov) / d
     msq = jnp.sum(mean * mean) / d
     return jnp.where(var > 0, var, jnp.where(msq > 0, msq, jnp.ones_like(var)))
+
+
+def default_scale(scale, like):
+    """The ``data_scale`` of params built by hand: a Python float ``scale`` (the field's default)
+    becomes an array of ``like``'s floating dtype and batch shape ``like.shape[:-1]``, so that the
+    params have the dtypes ``fit`` returns and stack and ``vmap`` like the other leaves. Anything
+    else (an array, a tracer, a ``ShapeDtypeStruct`` while unflattening) is returned as it is."""
+    if type(scale) is not float:
+        return scale
+    if isinstance(like, jax.Array) and jnp.issubdtype(like.dtype, jnp.floating):
+        return jnp.full(like.shape[:-1], scale, like.dtype)
+    if isinstance(like, np.ndarray) and np.issubdtype(like.dtype, np.floating):
+        return np.full(like.shape[:-1], scale, like.dtype)
+    return scale
 
 
 def covariance_floor(mean_variance: Array, min_variance: float, scale: Array, dtype) -> Array:

@@ -285,16 +285,18 @@ def flow_matching_loss(key: PRNGKey, params: FlowParams, data: ArrayLike,
         num_points: static number of (data, source, time) triples.
 
     Returns:
-        Scalar loss (in standardised coordinates, as minimised by ``fit``).
+        Scalar loss (in standardised coordinates, as minimised by ``fit``); NaN for traced
+        non-finite data or invalid weights.
     """
     n = _checks.static_int("num_points", num_points, minimum=1)
     d = params.mean.shape[0]
     x = check_points("data", data, d).astype(params.mean.dtype)
-    w, _ = check_weights(weights, x.shape[0], x.dtype)
+    w, ok = check_weights(weights, x.shape[0], x.dtype)
     key_index, key_rest = jax.random.split(key)
     z1 = ((x - params.mean[None, :]) / params.std[None, :])[inverse_cdf(key_index, w, (n,))]
     z0, t = _draw_triples(key_rest, z1)
-    return _minibatch_loss(params.module, params.network, z0, z1, t)
+    loss = _minibatch_loss(params.module, params.network, z0, z1, t)
+    return _checks.poison(both(ok, points_ok(x)), loss)
 
 
 def flow_matching(dim: int, *, width: int = 128, depth: int = 3, time_frequencies: int = 8,

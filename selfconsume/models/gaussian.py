@@ -10,9 +10,10 @@ With normalised weights :math:`\tilde w_n = w_n / \sum_m w_m` the weighted MLE i
 where the floor :math:`\delta` (:math:`\epsilon` = machine epsilon, :math:`\sigma^2_{\min}` =
 ``min_variance``, relative, default :math:`10^{-15}`) keeps degenerate data (identical points,
 ``N = 1``, points on a line) finite. :math:`s_0` (the params leaf ``data_scale``) is the scale of
-the data given to ``init`` (their mean variance; for identical points :math:`\lVert\bar x\rVert^2/d`,
-else 1), carried unchanged by ``fit``: a variance collapsing over generations follows the unfloored
-MLE to float32 rounding down to about :math:`10^{-10} s_0` (see :mod:`selfconsume.models._common`).
+the data given to ``init`` (their mean variance; for identical points
+:math:`\lVert\bar x\rVert^2/d`, else 1), carried unchanged by ``fit``: a variance collapsing over
+generations follows the unfloored MLE to float32 rounding down to about :math:`10^{-10} s_0` (see
+:mod:`selfconsume.models._common`).
 
 With :math:`\Sigma = L L^\top` (Cholesky), sampling is :math:`x = \mu + L z`, :math:`z \sim
 \mathcal N(0, I)`, and
@@ -42,12 +43,14 @@ from selfconsume.models._common import (
     DEFAULT_MIN_VARIANCE,
     HIGHEST,
     GenerativeModel,
+    both,
     check_min_variance,
     check_num_samples,
     check_param_shape,
     check_points,
     covariance_floor,
     data_scale,
+    default_scale,
     fit_inputs,
     options_key,
 )
@@ -65,12 +68,16 @@ class GaussianParams:
         mean: ``(d,)`` mean.
         cov: ``(d, d)`` covariance (symmetric positive definite, floor included).
         data_scale: scalar :math:`s_0`, the scale of the data given to ``init`` (the unit of the
-            relative floor ``min_variance``); ``1.0`` for params built by hand.
+            relative floor ``min_variance``); for params built by hand, ``1.0`` (an array of the
+            params' dtype and batch shape).
     """
 
     mean: Array
     cov: Array
     data_scale: Array = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "data_scale", default_scale(self.data_scale, self.mean))
 
 
 def weighted_moments(x: Array, w: Array) -> tuple[Array, Array]:
@@ -162,7 +169,11 @@ def gaussian(dim: int, *, min_variance: float = DEFAULT_MIN_VARIANCE) -> Generat
     def _mle(data, weights, scale):
         x, w, ok = fit_inputs(data, weights, d)
         mean, cov = weighted_moments(x, w)
-        s0 = data_scale(mean, cov) if scale is None else jnp.asarray(scale, x.dtype)
+        if scale is None:
+            s0 = data_scale(mean, cov)
+        else:  # carried: poisoned params stay poisoned
+            s0 = jnp.asarray(scale, x.dtype)
+            ok = both(ok, jnp.isfinite(s0))
         floor = covariance_floor(jnp.trace(cov) / d, min_var, s0, x.dtype)
         return _checks.poison(ok, GaussianParams(mean=mean, cov=add_floor(cov, floor),
                                                  data_scale=s0))

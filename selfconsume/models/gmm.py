@@ -59,12 +59,14 @@ from selfconsume.models._common import (
     DEFAULT_MIN_VARIANCE,
     HIGHEST,
     GenerativeModel,
+    both,
     check_min_variance,
     check_num_samples,
     check_param_shape,
     check_points,
     covariance_floor,
     data_scale,
+    default_scale,
     fit_inputs,
     inverse_cdf,
     logsumexp,
@@ -86,13 +88,17 @@ class GMMParams:
         means: ``(C, d)`` component means.
         covs: ``(C, d, d)`` component covariances (floor included).
         data_scale: scalar :math:`s_0`, the scale of the data given to ``init`` (the unit of the
-            relative floor ``min_variance``); ``1.0`` for params built by hand.
+            relative floor ``min_variance``); for params built by hand, ``1.0`` (an array of the
+            params' dtype and batch shape).
     """
 
     weights: Array
     means: Array
     covs: Array
     data_scale: Array = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "data_scale", default_scale(self.data_scale, self.weights))
 
 
 def _component_log_probs(params: GMMParams, x: Array) -> Array:
@@ -294,7 +300,11 @@ def gmm(num_components: int, dim: int, *, em_steps: int = 10, init_em_steps: int
     def _prepare(data, weights, scale):
         x, w, ok = fit_inputs(data, weights, d)
         mean, cov = weighted_moments(x, w)  # pooled covariance for re-seeding (floor added later)
-        s0 = data_scale(mean, cov) if scale is None else jnp.asarray(scale, x.dtype)
+        if scale is None:
+            s0 = data_scale(mean, cov)
+        else:  # carried: poisoned params stay poisoned
+            s0 = jnp.asarray(scale, x.dtype)
+            ok = both(ok, jnp.isfinite(s0))
         return x, w, ok, cov, covariance_floor(jnp.trace(cov) / d, min_var, s0, x.dtype), s0
 
     def init(key: PRNGKey, data: ArrayLike, weights: ArrayLike | None = None) -> GMMParams:

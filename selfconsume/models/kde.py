@@ -50,12 +50,13 @@ from selfconsume.models._common import (
     DEFAULT_MIN_VARIANCE,
     HIGHEST,
     GenerativeModel,
+    both,
     check_min_variance,
     check_num_samples,
-    check_param_shape,
     check_points,
     covariance_floor,
     data_scale,
+    default_scale,
     fit_inputs,
     inverse_cdf,
     logsumexp,
@@ -76,13 +77,17 @@ class KDEParams:
         weights: ``(N,)`` their normalised weights (non-negative, summing to one).
         cov: ``(d, d)`` kernel covariance (floor included).
         data_scale: scalar :math:`s_0`, the scale of the data given to ``init`` (the unit of the
-            relative floor ``min_variance``); ``1.0`` for params built by hand.
+            relative floor ``min_variance``); for params built by hand, ``1.0`` (an array of the
+            params' dtype and batch shape).
     """
 
     points: Array
     weights: Array
     cov: Array
     data_scale: Array = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "data_scale", default_scale(self.data_scale, self.weights))
 
 
 def _check_bandwidth(bandwidth):
@@ -139,7 +144,11 @@ def kde(dim: int, *, bandwidth: float | str | None = None,
     def _kde(data, weights, scale):
         x, w, ok = fit_inputs(data, weights, d)
         mean, biased = weighted_moments(x, w)
-        s0 = data_scale(mean, biased) if scale is None else jnp.asarray(scale, x.dtype)
+        if scale is None:
+            s0 = data_scale(mean, biased)
+        else:  # carried: poisoned params stay poisoned
+            s0 = jnp.asarray(scale, x.dtype)
+            ok = both(ok, jnp.isfinite(s0))
         sum_sq = jnp.sum(w * w)
         denom = 1.0 - sum_sq
         cov = jnp.where(denom > 0, biased / jnp.where(denom > 0, denom, 1.0), 0.0)
