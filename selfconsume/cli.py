@@ -2,7 +2,7 @@
 
     selfconsume demo [--out DIR] [--quick] [--set section.key=value ...] [--devices N]
                      [--quiet] [--force] [--checked]
-    selfconsume run CONFIG.toml|NAME [same options]
+    selfconsume run CONFIG.toml|NAME [the same options]
     selfconsume resume RUN_DIR [--quiet] [--checked]
     selfconsume list
     selfconsume plot RUN_DIR [--metrics a,b]
@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def run_options(q):
+        q.add_argument("--quick", action="store_true",
+                       help="the study at a reduced size (its [quick_overrides])")
         q.add_argument("--out", help="run folder (default runs/<name>-<timestamp>)")
         q.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="SECTION.KEY=VALUE", help="override a configuration value")
@@ -44,7 +46,6 @@ def _parser() -> argparse.ArgumentParser:
                        help="devices to shard over (default: all; one per core on a CPU)")
 
     demo = sub.add_parser("demo", help="run the built-in demo study (no file, no download)")
-    demo.add_argument("--quick", action="store_true", help="the demo at a reduced size")
     run_options(demo)
     run = sub.add_parser("run", help="run a study from a TOML configuration")
     run.add_argument("config", help="a TOML file, or the name of a shipped study")
@@ -157,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.devices < 1:
                 return _fail(f"`--devices` must be an integer >= 1; got {args.devices}")
             overrides.append(f"sweep.devices={args.devices}")
+        if args.quick:
+            overrides.append("quick=true")
         if args.command == "demo":
-            if args.quick:
-                overrides.append("quick=true")
             cfg = study.load_config(text=study.DEMO, overrides=overrides)
         else:
             cfg = study.load_config(study.find_study(args.config), overrides=overrides)
