@@ -142,7 +142,7 @@ def metric_vs_generation(result: SweepResult, metric: str, *, path: str | os.Pat
                             linewidth=0)
         if ref is not None:
             ax.plot(gens, ref[index], color=line.get_color(), linewidth=1.1, linestyle="--",
-                    alpha=0.9, label=f"{reference} (dashed)" if index == points[0][0] else None)
+                    alpha=0.9, label=reference if index == points[0][0] else None)
     ax.set_xlabel("generation")
     ax.set_ylabel(ylabel if ylabel is not None else metric)
     ax.set_title(title or metric)
