@@ -505,7 +505,7 @@ def curation_factor(
     elif math.isinf(k):
         h = _tilt_factor(p, rewards, beta)
     else:
-        h = lax.cond(jnp.isinf(beta), *_finite_k_branches(k, num_nodes), p, rewards, beta)
+        h = _finite_k_factor(p, rewards, beta, k=k, num_nodes=num_nodes)
     return _checks.poison(ok, h)
 
 
@@ -542,12 +542,18 @@ def quadrature_step(
     return _checks.poison(ok, jnp.where(finite, h, 0.0))
 
 
-@functools.lru_cache(maxsize=None)
-def _finite_k_branches(k: int, num_nodes: int):
-    """The (beta = inf, finite beta) branches, built once per static (k, num_nodes) so that
-    ``lax.cond`` finds them in its cache and eager calls do not retrace."""
-    return (functools.partial(_best_of_k_factor, k=k),
-            functools.partial(_quadrature_factor, k=k, num_nodes=num_nodes))
+def _finite_k_factor(p, rewards, beta, *, k: int, num_nodes: int):
+    """H for a finite ``k``: best-of-k when ``beta = inf``, else the quadrature. Jitted at call
+    time (nothing is jitted at import, no module-level cache): jit's own cache, keyed on the
+    module-level function and the static ``(k, num_nodes)``, spares eager calls a retrace."""
+    return jax.jit(_finite_k_factor_impl, static_argnames=("k", "num_nodes"))(
+        p, rewards, beta, k=k, num_nodes=num_nodes)
+
+
+def _finite_k_factor_impl(p, rewards, beta, *, k: int, num_nodes: int):
+    return lax.cond(jnp.isinf(beta), functools.partial(_best_of_k_factor, k=k),
+                    functools.partial(_quadrature_factor, k=k, num_nodes=num_nodes),
+                    p, rewards, beta)
 
 
 def curated(
@@ -655,8 +661,12 @@ def trajectory(
     return _checks.poison(ok, ps)
 
 
-@functools.partial(jax.jit, static_argnames=("num_generations", "k", "num_nodes"))
-def _trajectory(p0, rewards, beta, p_data, real_fraction, *, num_generations, k, num_nodes):
+def _trajectory(*args, **kwargs):
+    """Jitted at call time (nothing is jitted at import); jit's cache reuses the program."""
+    return jax.jit(_trajectory_impl, static_argnames=("num_generations", "k", "num_nodes"))(*args, **kwargs)
+
+
+def _trajectory_impl(p0, rewards, beta, p_data, real_fraction, *, num_generations, k, num_nodes):
     def step(p, _):
         q = _mix(p_data, real_fraction, curated(p, rewards, k=k, beta=beta, num_nodes=num_nodes))
         return q, q
@@ -680,8 +690,12 @@ def limit(p0: ArrayLike, rewards: ArrayLike) -> Array:
     return _checks.poison(_traced_ok(probs=(p0,), rewards=rewards), q / jnp.sum(q))
 
 
-@jax.jit
-def _tilt_fixed_point(p_data: Array, rewards: Array, beta: Array, a: Array) -> Array:
+def _tilt_fixed_point(*args, **kwargs):
+    """Jitted at call time (nothing is jitted at import); jit's cache reuses the program."""
+    return jax.jit(_tilt_fixed_point_impl, static_argnames=())(*args, **kwargs)
+
+
+def _tilt_fixed_point_impl(p_data: Array, rewards: Array, beta: Array, a: Array) -> Array:
     """Closed form for K = inf: p* = a p_d Z / (Z - (1-a) w), Z = (1-a) + a*theta, theta in (0, 1]."""
     logw = scaled_rewards(rewards, beta, _support_max(p_data, rewards))
     on = p_data > 0
@@ -754,8 +768,12 @@ def fixed_point(
     return _checks.poison(ok, star)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "max_iterations", "num_nodes"))
-def _iterated_fixed_point(p_data, rewards, beta, a, tol, *, k, max_iterations, num_nodes):
+def _iterated_fixed_point(*args, **kwargs):
+    """Jitted at call time (nothing is jitted at import); jit's cache reuses the program."""
+    return jax.jit(_iterated_fixed_point_impl, static_argnames=("k", "max_iterations", "num_nodes"))(*args, **kwargs)
+
+
+def _iterated_fixed_point_impl(p_data, rewards, beta, a, tol, *, k, max_iterations, num_nodes):
     def body(carry):
         p, _, i = carry
         q = _mix(p_data, a, curated(p, rewards, k=k, beta=beta, num_nodes=num_nodes))
@@ -802,8 +820,12 @@ def _default_tolerance(dtype) -> float:
     return 1e-9 if dtype == jnp.float64 else 1e-4
 
 
-@functools.partial(jax.jit, static_argnames=("k", "num_generations", "num_nodes"))
-def _pure_curation_diagnostics(p0, rewards, beta, *, k, num_generations, num_nodes):
+def _pure_curation_diagnostics(*args, **kwargs):
+    """Jitted at call time (nothing is jitted at import); jit's cache reuses the program."""
+    return jax.jit(_pure_curation_diagnostics_impl, static_argnames=("k", "num_generations", "num_nodes"))(*args, **kwargs)
+
+
+def _pure_curation_diagnostics_impl(p0, rewards, beta, *, k, num_generations, num_nodes):
     """Everything facts 1-3 need, computed in one compiled program (shifted units w <= 1).
 
     The inputs are traced here: invalid ones make every slack NaN (the checks then fail).
