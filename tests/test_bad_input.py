@@ -472,11 +472,12 @@ def test_case_ids_are_unique():
     assert len(ids) == len(set(ids))
 
 
-def test_value_checks_are_skipped_under_jit():
-    """Under ``jit`` only structural checks run; value problems come back as data."""
+def test_value_problems_under_jit_give_nan():
+    """Under ``jit`` structural checks raise; value problems give NaN, never a plausible answer
+    (the rule of selfconsume._checks; tests/test_traced_values.py has the full table)."""
     bad_p = jnp.array([0.5, 0.6, 0.1])
     out = jax.jit(lambda p: theory.curated(p, R3, k=2))(bad_p)  # no exception: traced p
-    assert out.shape == (3,)
+    assert out.shape == (3,) and np.all(np.isnan(out))
     params = jax.jit(GAUSSIAN.init)(KEY, _with_nan(X))
     assert not np.all(np.isfinite(params.mean))
     with pytest.raises(ValueError, match="`data` must have shape"):
