@@ -42,11 +42,16 @@ def main() -> None:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--generations", type=int, default=20)
     p.add_argument("--num-samples", type=int, default=1024)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (for the test suite)")
     args = p.parse_args()
     if args.quick:
         args.generations, args.num_samples, args.repeats = 8, 256, 3
+    if args.smoke:
+        args.generations, args.num_samples, args.repeats = 2, 64, 2
     sets = [f"loop.num_generations={args.generations}", f"loop.num_samples={args.num_samples}",
             "metrics.snapshot_points=0", "plots.snapshots=[]"]
+    if args.smoke:
+        sets += ["sweep.seeds=2", "data.num_points=256"]
     cfg = study.load_config(text=study.DEMO, overrides=sets)
     built = study.build(cfg)
     grid = dict(cfg["sweep"]["grid"])
@@ -55,7 +60,8 @@ def main() -> None:
         key_init, key_loop = jax.random.split(key)
         hyper = sc.Hyperparams(beta=1.0, real_fraction=real_fraction, reward_scale=4.0)
         _, history = sc.run(key_loop, built.model.init(key_init, built.real), built.real, hyper,
-                            model=built.model, reward_fn=built.reward_fn, config=built.config)
+                            model=built.model, reward_fn=built.reward_fn, config=built.config,
+                            metrics_fn=built.metrics_fn)
         return history
 
     _, key_seeds = jax.random.split(jax.random.key(cfg["sweep"]["seed"]))

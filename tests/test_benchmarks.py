@@ -78,9 +78,17 @@ def test_bench_scaling_smoke(tmp_path):
     assert _finite(out["by_configs"]) and _finite(out["memory"])
 
 
+@pytest.mark.slow
+def test_bench_study_smoke(tmp_path):
+    out = _run("bench_study", tmp_path, "--smoke")
+    _check_environment(out)
+    assert [r["path"] for r in out["rows"]] == ["study", "sweep"]
+    assert out["throughput_ratio"] > 0 and out["wall_ratio"] > 0 and _finite(out["rows"])
+
+
 def test_run_all_is_executable():
     path = os.path.join(ROOT, "benchmarks", "run_all.sh")
     assert os.access(path, os.X_OK)
     text = open(path).read()
-    for name in ("theory", "curation", "sweep", "scaling"):
+    for name in ("theory", "curation", "sweep", "scaling", "study"):
         assert f"bench_{name}" in text or "bench_$name" in text

@@ -205,7 +205,8 @@ def test_cli_equals_sweep_of_run_and_shards_over_two_devices(tmp_path):
         key_init, key_loop = jax.random.split(key)
         hyper = sc.Hyperparams(beta=1.0, real_fraction=real_fraction, reward_scale=4.0)
         _, history = sc.run(key_loop, built.model.init(key_init, built.real), built.real, hyper,
-                            model=built.model, reward_fn=built.reward_fn, config=built.config)
+                            model=built.model, reward_fn=built.reward_fn, config=built.config,
+                            metrics_fn=built.metrics_fn)
         return history
 
     _, key_seeds = jax.random.split(jax.random.key(cfg["sweep"]["seed"]))

@@ -52,6 +52,7 @@ class Study:
         centers: ``(modes, d)`` the dataset's mode centres, or ``None``.
         model: the model family.
         reward_fn: the reward at scale 1 (``r_1``).
+        metrics_fn: the study's metrics beyond the loop's defaults, ``metrics_fn(state, info)``.
         config: the static :class:`selfconsume.LoopConfig`.
         program: the :class:`selfconsume.Generations` program.
         grid: the sweep grid (axis -> values).
@@ -65,6 +66,7 @@ class Study:
     centers: np.ndarray | None
     model: models_lib.GenerativeModel
     reward_fn: Any
+    metrics_fn: Any
     config: retrain.LoopConfig
     program: Generations
     grid: dict
@@ -234,7 +236,7 @@ def build(cfg: dict) -> Study:
         recorded = recorded + ("exact_reward",)
     _check_metric_names(cfg, recorded)
     return Study(cfg=cfg, real=real, centers=centers, model=model, reward_fn=reward_fn,
-                 config=config, program=program, grid=grid, recorded=recorded, exact=exact,
+                 metrics_fn=study_metrics, config=config, program=program, grid=grid, recorded=recorded, exact=exact,
                  notes=notes)
 
 
