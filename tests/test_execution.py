@@ -218,3 +218,9 @@ def test_cli_equals_sweep_of_run_and_shards_over_two_devices(tmp_path):
         assert "devices = 1" in f.read()  # resume uses the same layout
     with open(tmp_path / "two" / "summary.json") as f:
         assert json.load(f)["claims"]
+
+
+def test_cli_uses_one_host_device_per_core_by_default(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = _cli(tmp_path / "default", env=env)
+    assert result.metadata["devices"] == (os.cpu_count() or 1)
