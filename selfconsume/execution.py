@@ -575,10 +575,11 @@ class _Checkpoint:
         return os.path.exists(self.path)
 
     def save(self, done: int, carries: list, history: list) -> None:
-        if jax.process_index() != 0:
-            return
+        # every process gathers (a collective on several processes); process 0 writes
         carry = jax.tree.map(lambda *xs: np.concatenate([_to_host(x) for x in xs], axis=0),
                              *[_strip_keys(c) for c in carries])
+        if jax.process_index() != 0:
+            return
         arrays = {f"carry/{i}": x for i, x in enumerate(jax.tree.leaves(carry))}
         records = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *history)
         arrays.update({f"records/{i}": x for i, x in enumerate(jax.tree.leaves(records))})

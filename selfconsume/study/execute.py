@@ -110,11 +110,10 @@ def _stop(result: SweepResult, run_dir: str | None):
     else:
         saved = "nothing was computed before it"
     if meta.get("stop_config") is not None:  # fit_is_finite was False
-        what = (f"the refit is not finite for {_describe(result, meta['stop_config'])} "
-                f"({meta['stop_reason']})")
-    else:  # checked mode: the operation
-        what = meta["stop_reason"]
-    raise NumericalError(f"generation {generation}: {what}; {saved}")
+        raise NumericalError(f"generation {generation}: the refit is not finite for "
+                             f"{_describe(result, meta['stop_config'])} ({meta['stop_reason']})"
+                             f"; {saved}")
+    raise NumericalError(f"{meta['stop_reason']}; {saved}")  # checked mode: names the operation
 
 
 def _describe(result: SweepResult, index: int) -> str:
