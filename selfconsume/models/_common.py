@@ -284,6 +284,16 @@ def data_scale(mean: Array, cov: Array) -> Array:
     return jnp.where(var > 0, var, jnp.where(msq > 0, msq, jnp.ones_like(var)))
 
 
+def resolve_scale(mean: Array, cov: Array, scale, ok):
+    """``(s0, ok)``: the scale of a fit from scratch (``scale is None``: :func:`data_scale` of the
+    data's moments) or the carried one (a refit), whose non-finite value (poisoned params) keeps
+    the refit poisoned."""
+    if scale is None:
+        return data_scale(mean, cov), ok
+    s0 = jnp.asarray(scale, mean.dtype)
+    return s0, both(ok, jnp.isfinite(s0))
+
+
 def default_scale(scale, like):
     """The ``data_scale`` of params built by hand: a Python float ``scale`` (the field's default)
     becomes an array of ``like``'s floating dtype and batch shape ``like.shape[:-1]``, so that the

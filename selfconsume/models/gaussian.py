@@ -43,16 +43,15 @@ from selfconsume.models._common import (
     DEFAULT_MIN_VARIANCE,
     HIGHEST,
     GenerativeModel,
-    both,
     check_min_variance,
     check_num_samples,
     check_param_shape,
     check_points,
     covariance_floor,
-    data_scale,
     default_scale,
     fit_inputs,
     options_key,
+    resolve_scale,
 )
 from selfconsume.types import Array, ArrayLike, PRNGKey
 
@@ -169,11 +168,7 @@ def gaussian(dim: int, *, min_variance: float = DEFAULT_MIN_VARIANCE) -> Generat
     def _mle(data, weights, scale):
         x, w, ok = fit_inputs(data, weights, d)
         mean, cov = weighted_moments(x, w)
-        if scale is None:
-            s0 = data_scale(mean, cov)
-        else:  # carried: poisoned params stay poisoned
-            s0 = jnp.asarray(scale, x.dtype)
-            ok = both(ok, jnp.isfinite(s0))
+        s0, ok = resolve_scale(mean, cov, scale, ok)
         floor = covariance_floor(jnp.trace(cov) / d, min_var, s0, x.dtype)
         return _checks.poison(ok, GaussianParams(mean=mean, cov=add_floor(cov, floor),
                                                  data_scale=s0))

@@ -59,18 +59,17 @@ from selfconsume.models._common import (
     DEFAULT_MIN_VARIANCE,
     HIGHEST,
     GenerativeModel,
-    both,
     check_min_variance,
     check_num_samples,
     check_param_shape,
     check_points,
     covariance_floor,
-    data_scale,
     default_scale,
     fit_inputs,
     inverse_cdf,
     logsumexp,
     options_key,
+    resolve_scale,
     shifted_exp,
 )
 from selfconsume.models.gaussian import add_floor, inverse_cholesky, log_normal, weighted_moments
@@ -300,11 +299,7 @@ def gmm(num_components: int, dim: int, *, em_steps: int = 10, init_em_steps: int
     def _prepare(data, weights, scale):
         x, w, ok = fit_inputs(data, weights, d)
         mean, cov = weighted_moments(x, w)  # pooled covariance for re-seeding (floor added later)
-        if scale is None:
-            s0 = data_scale(mean, cov)
-        else:  # carried: poisoned params stay poisoned
-            s0 = jnp.asarray(scale, x.dtype)
-            ok = both(ok, jnp.isfinite(s0))
+        s0, ok = resolve_scale(mean, cov, scale, ok)
         return x, w, ok, cov, covariance_floor(jnp.trace(cov) / d, min_var, s0, x.dtype), s0
 
     def init(key: PRNGKey, data: ArrayLike, weights: ArrayLike | None = None) -> GMMParams:

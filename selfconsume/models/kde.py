@@ -50,17 +50,16 @@ from selfconsume.models._common import (
     DEFAULT_MIN_VARIANCE,
     HIGHEST,
     GenerativeModel,
-    both,
     check_min_variance,
     check_num_samples,
     check_points,
     covariance_floor,
-    data_scale,
     default_scale,
     fit_inputs,
     inverse_cdf,
     logsumexp,
     options_key,
+    resolve_scale,
 )
 from selfconsume.models.gaussian import add_floor, inverse_cholesky, weighted_moments
 from selfconsume.types import Array, ArrayLike, PRNGKey
@@ -144,11 +143,7 @@ def kde(dim: int, *, bandwidth: float | str | None = None,
     def _kde(data, weights, scale):
         x, w, ok = fit_inputs(data, weights, d)
         mean, biased = weighted_moments(x, w)
-        if scale is None:
-            s0 = data_scale(mean, biased)
-        else:  # carried: poisoned params stay poisoned
-            s0 = jnp.asarray(scale, x.dtype)
-            ok = both(ok, jnp.isfinite(s0))
+        s0, ok = resolve_scale(mean, biased, scale, ok)
         sum_sq = jnp.sum(w * w)
         denom = 1.0 - sum_sq
         cov = jnp.where(denom > 0, biased / jnp.where(denom > 0, denom, 1.0), 0.0)
