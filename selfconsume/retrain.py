@@ -435,6 +435,18 @@ def _recorder(*, model, reward_fn, real_data, real_weights, metrics_fn=None, def
     return record
 
 
+def _loop_parts(params, hyper, real_data, real_weights, *, model, reward_fn, config, metrics_fn,
+                default, holdout):
+    """What every entry point of the loop checks and builds once: ``(real data, normalised
+    weights, traced validity, record)``."""
+    real_data, real_weights, ok = _prepare(params, hyper, real_data, real_weights, model=model,
+                                           reward_fn=reward_fn, config=config)
+    record = _recorder(model=model, reward_fn=reward_fn, real_data=real_data,
+                       real_weights=real_weights, metrics_fn=metrics_fn, default=default,
+                       holdout=holdout)
+    return real_data, real_weights, ok, record
+
+
 def run_chunk(
     keys: PRNGKey,
     state: RetrainState,
@@ -460,11 +472,14 @@ def run_chunk(
         ``(state, history)`` with history entries of leading axis ``len(keys)``, entry ``i``
         describing the state *before* the ``i``-th generation of the chunk.
     """
-    real_data, real_weights, ok = _prepare(state.params, hyper, real_data, real_weights,
-                                           model=model, reward_fn=reward_fn, config=config)
-    record = _recorder(model=model, reward_fn=reward_fn, real_data=real_data,
-                       real_weights=real_weights, metrics_fn=metrics_fn, default=default,
-                       holdout=holdout)
+    parts = _loop_parts(state.params, hyper, real_data, real_weights, model=model,
+                        reward_fn=reward_fn, config=config, metrics_fn=metrics_fn,
+                        default=default, holdout=holdout)
+    return _scan(keys, state, hyper, parts, model=model, reward_fn=reward_fn, config=config)
+
+
+def _scan(keys, state, hyper, parts, *, model, reward_fn, config):
+    real_data, real_weights, ok, record = parts
 
     def body(state, key):
         new_state, info = _step(key, state, hyper, real_data, real_weights, ok, model=model,
@@ -490,11 +505,14 @@ def final_record(
 ) -> dict[str, Array]:
     """The history entry of the last state: its candidates are drawn and curated, not refitted
     (``fit_is_finite`` says whether the state's params are finite). Arguments as :func:`run`."""
-    real_data, real_weights, ok = _prepare(state.params, hyper, real_data, real_weights,
-                                           model=model, reward_fn=reward_fn, config=config)
-    record = _recorder(model=model, reward_fn=reward_fn, real_data=real_data,
-                       real_weights=real_weights, metrics_fn=metrics_fn, default=default,
-                       holdout=holdout)
+    parts = _loop_parts(state.params, hyper, real_data, real_weights, model=model,
+                        reward_fn=reward_fn, config=config, metrics_fn=metrics_fn,
+                        default=default, holdout=holdout)
+    return _final(key, state, hyper, parts, model=model, reward_fn=reward_fn, config=config)
+
+
+def _final(key, state, hyper, parts, *, model, reward_fn, config):
+    _, _, ok, record = parts
     candidates, rewards, kept = _draw_and_curate(key, state.params, hyper, model=model,
                                                  reward_fn=reward_fn, config=config)
     finite = _all_finite(state.params) & ok
@@ -553,13 +571,12 @@ def run(
             without ``real_data`` among them). Traced invalid values give NaN params and
             ``fit_is_finite = False`` instead (:mod:`selfconsume._checks`).
     """
-    _prepare(params0, hyper, real_data, real_weights, model=model, reward_fn=reward_fn,
-             config=config)
-    options = dict(model=model, reward_fn=reward_fn, config=config, metrics_fn=metrics_fn,
-                   default=default, real_weights=real_weights, holdout=holdout)
+    parts = _loop_parts(params0, hyper, real_data, real_weights, model=model, reward_fn=reward_fn,
+                        config=config, metrics_fn=metrics_fn, default=default, holdout=holdout)
+    loop = dict(model=model, reward_fn=reward_fn, config=config)
     keys = jax.random.split(key, config.num_generations + 1)
-    state0 = init_state(params0, model=model, config=config, real_data=real_data)
-    final, history = run_chunk(keys[:-1], state0, hyper, real_data, **options)
-    last = final_record(keys[-1], final, hyper, real_data, **options)
+    state0 = init_state(params0, model=model, config=config, real_data=parts[0])
+    final, history = _scan(keys[:-1], state0, hyper, parts, **loop)
+    last = _final(keys[-1], final, hyper, parts, **loop)
     history = jax.tree_util.tree_map(lambda h, x: jnp.concatenate([h, x[None]]), history, last)
     return final, history
