@@ -284,7 +284,7 @@ def _run_generations(layout: _Layout, program: Generations, *, chunk_generations
 
     t0 = time.perf_counter()
     init = layout.jit(_init, static=static).lower(*static, *inputs[0]).compile()
-    carry_spec = jax.eval_shape(lambda *a: _init(*static, *a), *inputs[0])
+    carry_spec = _shapes(init.out_info)  # the compiled program's outputs: no second trace
     chunk_fn = _chunk if not checked else _checked_chunk
     compiled_chunks: dict[int, Any] = {}
 
@@ -310,8 +310,8 @@ def _run_generations(layout: _Layout, program: Generations, *, chunk_generations
     history: list[PyTree] = []  # host records per chunk, (num_configs, chunk, ...)
     done, carries = 0, None
     if store is not None and store.exists():
-        records_spec = jax.eval_shape(lambda *a: _chunk(*static, g, *a)[1], carry_spec,
-                                      np.int32(0), *inputs[0])
+        records_spec = _shapes(chunk_executable(g).out_info)
+        records_spec = records_spec[1][1] if checked else records_spec[1]
         done, carries, saved = store.load(carry_spec, records_spec)
         if done:
             history.append(saved)
@@ -366,7 +366,7 @@ def _run_generations(layout: _Layout, program: Generations, *, chunk_generations
     if history:
         records = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *history)
     else:  # stopped before the first chunk finished: no generation to return
-        spec = jax.eval_shape(lambda *a: _final(*static, *a), carry_spec, *inputs[0])
+        spec = _shapes(final.out_info)
         records = jax.tree.map(
             lambda s: np.zeros((layout.num_configs, 0) + s.shape[1:], _host_dtype(s)), spec)
     values = jax.tree.map(layout.unflatten, records)
@@ -378,6 +378,11 @@ def _run_generations(layout: _Layout, program: Generations, *, chunk_generations
                         stop_config=stop[2])
     return SweepResult(values=values, axes=layout.axes, coords=layout.all_coords,
                        metadata=metadata)
+
+
+def _shapes(info):
+    """Plain shape/dtype structs of a compiled program's ``out_info`` (shardings dropped)."""
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), info)
 
 
 def _invalid(records, name: str) -> np.ndarray:
