@@ -164,10 +164,7 @@ def _finish(study: Study, run_dir: str, *, quiet: bool, checked: bool) -> dict:
 def resume(run_dir: str, *, quiet: bool = False, checked: bool = False) -> dict:
     """Continues an interrupted run from its last checkpoint (or from the start if none), on the
     same number of devices; a finished run returns its summary."""
-    path = os.path.join(run_dir, "config.toml")
-    if not os.path.exists(path):
-        raise ConfigError(f"{run_dir!r} is not a run folder: {path!r} is missing")
-    cfg = load_config(path)
+    cfg = _run_config(run_dir)
     for folder in (run_dir, os.path.join(run_dir, "figures")):  # left by a write that was killed
         remove_stale(folder)
     if os.path.exists(os.path.join(run_dir, SUMMARY)) and not os.path.exists(
@@ -177,6 +174,14 @@ def resume(run_dir: str, *, quiet: bool = False, checked: bool = False) -> dict:
     return _finish(build(cfg), run_dir, quiet=quiet, checked=checked)
 
 
+def _run_config(run_dir: str) -> dict:
+    """The configuration of a run folder; raises :class:`ConfigError` if it is not one."""
+    path = os.path.join(run_dir, "config.toml")
+    if not os.path.exists(path):
+        raise ConfigError(f"{run_dir!r} is not a run folder: {path!r} is missing")
+    return load_config(path)
+
+
 def replot(run_dir: str, *, metrics: list[str] | None = None) -> list[str]:
     """Redraws the figures of a finished run from its saved files alone (no data, no training).
 
@@ -184,10 +189,7 @@ def replot(run_dir: str, *, metrics: list[str] | None = None) -> list[str]:
         run_dir: the run folder.
         metrics: the per-generation metrics to draw (default: the study's ``plots.metrics``).
     """
-    path = os.path.join(run_dir, "config.toml")
-    if not os.path.exists(path):
-        raise ConfigError(f"{run_dir!r} is not a run folder: {path!r} is missing")
-    cfg = load_config(path)
+    cfg = _run_config(run_dir)
     if not os.path.exists(os.path.join(run_dir, RESULTS + ".json")):
         raise ConfigError(f"{run_dir!r} has no results yet ({RESULTS}.json is missing); "
                           "finish it with `selfconsume resume`")
