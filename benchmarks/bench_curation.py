@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 import _common  # noqa: E402
 import selfconsume as sc  # noqa: E402
-from selfconsume import curation, data, models  # noqa: E402
+from selfconsume import _choice, data, models  # noqa: E402
 
 BETA = 1.0
 CLOCK = "cpu_s"  # one device, one core: CPU time is robust to other work on the machine
@@ -49,7 +49,7 @@ def categorical(key, logits):
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-SAMPLERS = {"inverse_cdf": curation._inverse_cdf_choice, "gumbel_max": gumbel_max,
+SAMPLERS = {"inverse_cdf": _choice.inverse_cdf_choice, "gumbel_max": gumbel_max,
             "categorical": categorical}
 
 
@@ -96,7 +96,7 @@ def bench(args, name, n, k):
     words = (draw_words + curate_words) * total
     row["rng_fraction"] = min(words * row["rng_ns_per_word"] * 1e-9 / t_both[CLOCK], 1.0)
     # The samplers alone, on the same rewards (curation without the draw).
-    logits = jax.jit(lambda r: curation._group_logits(r.reshape(n, k), BETA))(rewards)
+    logits = jax.jit(lambda r: _choice.group_logits(r.reshape(n, k), BETA))(rewards)
     for sampler, fn in SAMPLERS.items():
         t = _common.time_compiled(jax.jit(fn), key, logits, repeats=args.repeats)
         row[f"{sampler}_ms"] = 1e3 * t[CLOCK]

@@ -32,76 +32,10 @@ import jax
 import jax.numpy as jnp
 
 from selfconsume import _checks
+from selfconsume._choice import as_float, group_logits, inverse_cdf_choice, scaled_rewards, traced_ok
 from selfconsume.types import Array, ArrayLike, Curated, PRNGKey
 
 __all__ = ["curate", "choice_probabilities", "scaled_rewards"]
-
-
-def scaled_rewards(rewards: ArrayLike, beta: ArrayLike, reference: ArrayLike) -> Array:
-    r"""Computes :math:`\beta (r - r_{\rm ref})` with the conventions the package relies on.
-
-    A reward equal to ``reference`` maps to 0 (also for ``beta = inf`` or infinite rewards); with
-    ``beta = inf`` rewards below the reference map to ``-inf`` (and above it to ``+inf``); NaN
-    rewards, and ``0 * inf`` products, map to ``-inf``.
-
-    Args:
-        rewards: ``(...)`` rewards.
-        beta: scalar inverse temperature, ``>= 0``, possibly ``inf``, possibly traced.
-        reference: rewards broadcastable against ``rewards`` (usually their maximum).
-
-    Returns:
-        Array shaped like ``rewards``: the log-weights :math:`\log e^{\beta (r - r_{\rm ref})}`.
-    """
-    rewards = jnp.asarray(rewards)
-    z = jnp.where(rewards == reference, 0.0, beta * (rewards - reference))
-    return jnp.where(jnp.isnan(z), -jnp.inf, z).astype(rewards.dtype)
-
-
-def _traced_ok(beta, num_candidates=None, *, k=None):
-    """The traced predicate of the value checks on ``beta`` (``>= 0``, not NaN) and
-    ``num_candidates`` (in ``[1, k]``), from the traced ones only (concrete ones have raised
-    already): a Python ``True`` when neither is traced."""
-    ok = True
-    if not _checks.is_concrete(beta):
-        ok = ok & _checks.scalar_ok(beta, minimum=0.0)
-    if num_candidates is not None and not _checks.is_concrete(num_candidates):
-        ok = ok & _checks.scalar_ok(num_candidates, minimum=1, maximum=k)
-    return ok
-
-
-def _float(x: ArrayLike) -> Array:
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        x = x.astype(jnp.result_type(float))
-    return x
-
-
-def _group_logits(rewards: Array, beta: ArrayLike, num_candidates=None) -> Array:
-    """Log-weights over the last axis, shifted so that the best valid candidate has logit 0."""
-    slot = jax.lax.broadcasted_iota(jnp.int32, rewards.shape, rewards.ndim - 1)
-    allowed = jnp.ones(rewards.shape, bool) if num_candidates is None else slot < num_candidates
-    valid = ~jnp.isnan(rewards) & allowed
-    best = jnp.max(jnp.where(valid, rewards, -jnp.inf), axis=-1, keepdims=True)
-    logits = jnp.where(valid, scaled_rewards(rewards, beta, best), -jnp.inf)
-    # A group with no valid candidate (all NaN) is chosen from uniformly among its allowed slots.
-    none_valid = ~jnp.any(valid, axis=-1, keepdims=True)
-    return jnp.where(none_valid, jnp.where(allowed, 0.0, -jnp.inf), logits)
-
-
-def _inverse_cdf_choice(key: PRNGKey, logits: Array) -> Array:
-    """One draw per row of ``logits`` ``(n, k)`` (max 0 per row) from ``softmax(logits)``.
-
-    Inverse CDF with one uniform per row. A candidate of zero weight is never returned: its partial
-    sum equals the previous one, so no uniform falls between them; a uniform rounded up to the total
-    is sent to the last candidate of positive weight.
-    """
-    weights = jnp.exp(logits)
-    cdf = jnp.cumsum(weights, axis=-1)
-    u = jax.random.uniform(key, logits.shape[:-1] + (1,), dtype=logits.dtype) * cdf[..., -1:]
-    index = jnp.sum(cdf <= u, axis=-1, dtype=jnp.int32)
-    slot = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-    last = jnp.max(jnp.where(weights > 0, slot, 0), axis=-1)
-    return jnp.minimum(index, last)
 
 
 def choice_probabilities(rewards: ArrayLike, *, beta: ArrayLike = 1.0) -> Array:
@@ -119,12 +53,12 @@ def choice_probabilities(rewards: ArrayLike, *, beta: ArrayLike = 1.0) -> Array:
         ValueError: if ``rewards`` is a scalar or ``beta`` is not a non-negative scalar (a traced
             ``beta`` that is negative or NaN makes the probabilities NaN instead).
     """
-    rewards = _float(rewards)
+    rewards = as_float(rewards)
     if rewards.ndim == 0 or rewards.shape[-1] == 0:
         raise ValueError(
             f"`rewards` must have a non-empty last axis (the candidates); got shape {rewards.shape}.")
     _checks.scalar("beta", beta, minimum=0.0)
-    return _checks.poison(_traced_ok(beta), jax.nn.softmax(_group_logits(rewards, beta), axis=-1))
+    return _checks.poison(traced_ok(beta), jax.nn.softmax(group_logits(rewards, beta), axis=-1))
 
 
 def curate(
@@ -165,7 +99,7 @@ def curate(
             range raise nothing: the floating outputs are NaN (module docstring, Validation).
     """
     k = _checks.static_int("k", k, minimum=1)
-    rewards = _float(rewards)
+    rewards = as_float(rewards)
     samples = jnp.asarray(samples)
     if rewards.ndim != 1:
         raise ValueError(f"`rewards` must be 1-D with shape (n*k,); got shape {rewards.shape}.")
@@ -180,13 +114,13 @@ def curate(
     _checks.scalar("beta", beta, minimum=0.0)
     if num_candidates is not None:
         _checks.scalar("num_candidates", num_candidates, minimum=1, maximum=k)
-    ok = _traced_ok(beta, num_candidates, k=k)
+    ok = traced_ok(beta, num_candidates, k=k)
     n = rewards.shape[0] // k
     if k == 1:
         kept = Curated(samples=samples, rewards=rewards, index=jnp.zeros((n,), jnp.int32))
     else:
-        logits = _group_logits(rewards.reshape(n, k), beta, num_candidates)
-        index = _inverse_cdf_choice(key, logits)
+        logits = group_logits(rewards.reshape(n, k), beta, num_candidates)
+        index = inverse_cdf_choice(key, logits)
         rows = jnp.arange(n, dtype=jnp.int32) * k + index
         kept = Curated(samples=samples[rows], rewards=rewards[rows], index=index)
     return _checks.poison(ok, kept)

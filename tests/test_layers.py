@@ -12,6 +12,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "selfconsume"
 LAYERS = [
     {"types", "_checks", "files"},
     {"stats", "results"},
+    {"_choice", "_quadrature"},
+    {"curators"},
     {"curation", "metrics", "models", "rewards", "data", "theory", "classifier"},
     {"retrain"},
     {"execution"},
