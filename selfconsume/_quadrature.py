@@ -178,7 +178,7 @@ def _quadrature_nodes(v: Array, s_max_rel: Array, v_ref: Array, *, merge: float,
     return lax.switch(way, (single, binned, sorted_), v)
 
 
-def _quadrature_weights(cluster: Array, h: Array) -> Array:
+def quadrature_weights(cluster: Array, h: Array) -> Array:
     """Trapezoid weights (in units of h) with each cluster's left tail summed analytically.
 
     Left of its cluster's window the integrand is c1 e^s + c2 e^{2s} up to O(e^{3s}) relative
@@ -254,7 +254,7 @@ def quadrature_factor(p: Array, rewards: Array, beta: Array, *, k: int, num_node
     size, dtype = p.shape[0], p.dtype
     v, anchor, offset, cluster, h = quadrature_grid(p, rewards, beta, k=k, num_nodes=num_nodes,
                                                    m=m)
-    weights = _quadrature_weights(cluster, h)
+    weights = quadrature_weights(cluster, h)
 
     block = min(block, size)
     num_blocks = -(-size // block)
@@ -301,7 +301,7 @@ def finite_k_factor_impl(p, rewards, beta, *, k: int, num_nodes: int, m: int = 1
                     p, rewards, beta)
 
 
-def _levels(p: Array, rewards: Array):
+def levels(p: Array, rewards: Array):
     """Per state: the mass of its reward level, of the levels below and of those above (under
     p), each summed directly (no differences of nearly equal totals)."""
     m = p.shape[0]
@@ -322,7 +322,7 @@ def hard_top_m_factor(p: Array, rewards: Array, beta: Array, *, k: int, m: int) 
     x and B at it (trinomial under p),
     :math:`H(x) = \frac{K}{m} \mathbb{E}[\min(1, (m - A)^+ / (B + 1))]`. Cost O(M m K)."""
     del beta
-    at, below, above = _levels(p, rewards)
+    at, below, above = levels(p, rewards)
     dtype = p.dtype
     a = jnp.arange(m, dtype=dtype)[:, None]
     b = jnp.arange(k, dtype=dtype)[None, :]

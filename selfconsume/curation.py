@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from selfconsume import _checks
-from selfconsume._choice import as_float, group_logits, inverse_cdf_choice, scaled_rewards, traced_ok
+from selfconsume._choice import (as_float, group_logits, inverse_cdf_choice, scaled_rewards,
+                                 traced_ok)
+from selfconsume.curators import Curator, Luce, read_column
 from selfconsume.types import Array, ArrayLike, Curated, PRNGKey
 
 __all__ = ["curate", "choice_probabilities", "scaled_rewards"]
@@ -69,28 +72,37 @@ def curate(
     k: int,
     beta: ArrayLike = 1.0,
     num_candidates: ArrayLike | None = None,
+    curator: Curator | None = None,
 ) -> Curated:
-    r"""Keeps one candidate out of each group of ``k`` with the K-way Bradley–Terry rule.
+    r"""Keeps candidates out of each group of ``k``: by default one, with the K-way Bradley–Terry
+    rule; with ``curator``, by that rule (:mod:`selfconsume.curators`).
 
-    Group ``g`` is made of rows ``[g*k, (g+1)*k)`` of ``samples``; candidate ``j`` of the group is
-    kept with probability ``softmax(beta * rewards[g*k:(g+1)*k])[j]``.
+    Group ``g`` is made of rows ``[g*k, (g+1)*k)`` of ``samples``; without a curator, candidate
+    ``j`` of the group is kept with probability ``softmax(beta * rewards[g*k:(g+1)*k])[j]``.
 
     Args:
         key: a PRNG key (``jax.random.key``), consumed.
         samples: ``(n*k, ...)`` iid candidates of any trailing shape and dtype (int32 state
             indices, vectors, images).
-        rewards: ``(n*k,)`` their rewards.
+        rewards: ``(n*k,)`` their rewards, or ``(n*k, R)`` with a curator (R reward functions;
+            the curator's ``column`` says which it reads).
         k: static number of candidates per group, ``>= 1``. ``k = 1`` returns the candidates
             unchanged (and does not use ``key``).
         beta: scalar inverse temperature ``>= 0``, possibly traced so that a sweep over it does not
             recompile; ``jnp.inf`` keeps the best candidate, ties broken uniformly at random.
         num_candidates: optional scalar int (possibly traced) in ``[1, k]``: only the first
             ``num_candidates`` candidates of each group compete; the rest are ignored. Lets a sweep
-            vary the effective K inside one compiled program.
+            vary the effective K inside one compiled program. Luce only (``curator`` ``None``
+            or :func:`~selfconsume.curators.luce`).
+        curator: a :class:`~selfconsume.curators.Curator`; ``None`` means ``luce(beta)``. With a
+            curator, leave ``beta`` at its default (the curator holds its own rates).
 
     Returns:
-        :class:`~selfconsume.Curated` with ``samples`` ``(n, ...)``, ``rewards`` ``(n,)`` and the
-        within-group ``index`` ``(n,)`` int32.
+        :class:`~selfconsume.Curated` with ``samples`` ``(n*m, ...)``, ``rewards`` ``(n*m,)`` (or
+        ``(n*m, R)``) and ``index`` ``(n*m,)`` int32, group by group, where m is the number the
+        curator keeps per group (1 by default, ``m`` for ``top_m(m)``): ``index`` is the position
+        of each kept row inside its group, in ``[0, k)``; for ``top_fraction`` (pooled, n rows)
+        it is the row among the ``n*k`` candidates (its group is ``index // k``).
 
     Raises:
         ValueError: if ``k < 1``, ``rewards`` is not 1-D, its length is zero or not a multiple of
@@ -101,6 +113,9 @@ def curate(
     k = _checks.static_int("k", k, minimum=1)
     rewards = as_float(rewards)
     samples = jnp.asarray(samples)
+    if curator is not None:
+        return _curate_with(key, samples, rewards, k=k, beta=beta, num_candidates=num_candidates,
+                            curator=curator)
     if rewards.ndim != 1:
         raise ValueError(f"`rewards` must be 1-D with shape (n*k,); got shape {rewards.shape}.")
     if rewards.shape[0] == 0:
@@ -123,4 +138,42 @@ def curate(
         index = inverse_cdf_choice(key, logits)
         rows = jnp.arange(n, dtype=jnp.int32) * k + index
         kept = Curated(samples=samples[rows], rewards=rewards[rows], index=index)
+    return _checks.poison(ok, kept)
+
+
+def _curate_with(key, samples, rewards, *, k, beta, num_candidates, curator):
+    """:func:`curate` with a curator: checks, then ``curator.keep``."""
+    if not isinstance(curator, Curator):
+        raise ValueError(f"`curator` must be a selfconsume.curators curator or None; got "
+                         f"{type(curator).__name__}.")
+    if not (_checks.is_concrete(beta) and float(np.asarray(beta)) == 1.0):
+        shown = _checks.show(beta) if _checks.is_concrete(beta) else "a traced value"
+        raise ValueError(f"`beta` must be left at its default with a curator (the curator holds "
+                         f"its own rates); got beta={shown} with {curator.name!r}.")
+    if rewards.ndim not in (1, 2) or rewards.shape[0] == 0:
+        raise ValueError(f"`rewards` must be (n*k,) or (n*k, R) and non-empty; got shape "
+                         f"{rewards.shape}.")
+    if rewards.shape[0] % k:
+        raise ValueError(
+            f"the number of rewards must be a multiple of `k`={k}; got {rewards.shape[0]}.")
+    if samples.ndim == 0:
+        raise ValueError("`samples` must have a leading axis of size n*k; got a scalar.")
+    _checks.same_length("samples", samples, "rewards", rewards)
+    table = rewards if rewards.ndim == 2 else rewards[:, None]
+    for column in curator.columns():
+        read_column(table[:1], column)  # raises for a column the rewards do not have
+    curator.kept(k)  # raises for top_m(m) with m > k
+    ok = curator.ok()
+    if num_candidates is not None:
+        if not isinstance(curator, Luce):
+            raise ValueError(f"`num_candidates` applies to the luce curator only; got "
+                             f"{curator.name!r}.")
+        _checks.scalar("num_candidates", num_candidates, minimum=1, maximum=k)
+        ok = ok & traced_ok(1.0, num_candidates, k=k)
+        n = rewards.shape[0] // k
+        index = curator.choose(key, table.reshape(n, k, -1), num_candidates)[:, 0]
+        rows = jnp.arange(n, dtype=jnp.int32) * k + index
+    else:
+        rows, index = curator.keep(key, table, k=k)
+    kept = Curated(samples=samples[rows], rewards=rewards[rows], index=index.astype(jnp.int32))
     return _checks.poison(ok, kept)

@@ -86,6 +86,7 @@ import numpy as np
 from jax import lax
 
 from selfconsume import _checks
+from selfconsume import curators as curators_lib
 from selfconsume._choice import scaled_rewards
 from selfconsume._quadrature import (best_of_k_factor, finite_k_factor, quadrature_grid,
                                      support_max, tilt_factor)
@@ -168,6 +169,50 @@ def _prepare(p, rewards, *, name: str = "p"):
     return jnp.asarray(p, dtype), jnp.asarray(rewards, dtype)
 
 
+def _prepare_table(p, rewards, curator, beta, *, name: str = "p"):
+    """:func:`_prepare` for a curator: rewards ``(M,)`` or ``(M, R)``, returned as ``(M, R)``;
+    checks that ``beta`` is left at its default and that the curator's columns exist."""
+    if not isinstance(curator, curators_lib.Curator):
+        raise ValueError(f"`curator` must be a selfconsume.curators curator or None; got "
+                         f"{type(curator).__name__}.")
+    if not _INSIDE.get() and not (_checks.is_concrete(beta) and float(np.asarray(beta)) == 1.0):
+        shown = _checks.show(beta) if _checks.is_concrete(beta) else "a traced value"
+        raise ValueError(f"`beta` must be left at its default with a curator (the curator holds "
+                         f"its own rates); got beta={shown} with {curator.name!r}.")
+    r = jnp.asarray(rewards)
+    if r.ndim not in (1, 2):
+        raise ValueError(f"`rewards` must be (M,) or (M, R) with a curator; got shape {r.shape}.")
+    table = r if r.ndim == 2 else r[:, None]
+    if jnp.ndim(p) == 1 and table.shape[0] != jnp.shape(p)[0]:
+        raise ValueError(f"`rewards` must have one row per state of `{name}`; got shapes "
+                         f"{r.shape} and {jnp.shape(p)}.")
+    _checks.probability_vector(name, p)
+    if _checks.is_concrete(table) and not np.all(np.isfinite(np.asarray(table))):
+        raise ValueError(f"`rewards` must be finite on the support; got {_checks.show(table)} "
+                         "with non-finite entries.")
+    for column in curator.columns():
+        curators_lib.read_column(table[:1], column)  # raises for a column that does not exist
+    dtype = jnp.promote_types(jnp.asarray(p).dtype, table.dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    return jnp.asarray(p, dtype), jnp.asarray(table, dtype)
+
+
+def _prepare_any(p, rewards, curator, beta, *, name: str = "p"):
+    """``(p, rewards, like)``: :func:`_prepare` without a curator, :func:`_prepare_table` with
+    one; ``like`` is the 1-D array that ``p_data`` must match."""
+    if curator is None:
+        p, rewards = _prepare(p, rewards, name=name)
+        return p, rewards, rewards
+    p, table = _prepare_table(p, rewards, curator, beta, name=name)
+    return p, table, p
+
+
+def _curator_ok(curator):
+    """The curator's traced validity at a public entry point (``True`` inside the package)."""
+    return True if _INSIDE.get() or curator is None else curator.ok()
+
+
 _INSIDE = contextvars.ContextVar("selfconsume_theory_inside", default=False)
 
 
@@ -229,7 +274,8 @@ def _check_beta(beta, dtype):
 
 
 def curation_factor(
-    p: ArrayLike, rewards: ArrayLike, *, k, beta: ArrayLike = 1.0, num_nodes: int | None = None
+    p: ArrayLike, rewards: ArrayLike, *, k, beta: ArrayLike = 1.0, num_nodes: int | None = None,
+    curator=None,
 ) -> Array:
     r"""The curation factor :math:`H_p(x)`: the kept sample's law is :math:`p H_p`.
 
@@ -253,12 +299,23 @@ def curation_factor(
         beta: scalar inverse temperature ``>= 0`` (``jnp.inf`` allowed), possibly traced.
         num_nodes: static number of quadrature nodes in ``log u``; default 256 in float64 and 128
             in float32.
+        curator: a :class:`~selfconsume.curators.Curator` (``None``: ``luce(beta)``); its exact
+            factor is documented in :mod:`selfconsume.curators`. With a curator ``rewards`` may be
+            ``(M, R)`` and ``beta`` stays at its default. For a curator that keeps m > 1 per
+            group, :math:`p H` is the law of one kept sample drawn uniformly among them; for
+            ``top_fraction`` it is the population limit.
 
     Returns:
         ``(M,)`` the factor :math:`H`, with :math:`\sum_x p(x) H(x) = 1`. States with ``p = 0``
         get the factor they would have (``inf`` above the support for ``k = beta = inf``).
     """
     k = _check_k(k)
+    if curator is not None:
+        p, table = _prepare_table(p, rewards, curator, beta)
+        ok = _traced_ok(probs=(p,), rewards=table) & _curator_ok(curator)
+        h = (jnp.ones_like(p) if k == 1 else
+             curator.factor(p, table, k=k, num_nodes=_num_nodes(num_nodes, p.dtype)))
+        return _checks.poison(ok, h)
     p, rewards = _prepare(p, rewards)
     beta = _check_beta(beta, p.dtype)
     num_nodes = _num_nodes(num_nodes, p.dtype)
@@ -306,20 +363,22 @@ def quadrature_step(
 
 
 def curated(
-    p: ArrayLike, rewards: ArrayLike, *, k, beta: ArrayLike = 1.0, num_nodes: int | None = None
+    p: ArrayLike, rewards: ArrayLike, *, k, beta: ArrayLike = 1.0, num_nodes: int | None = None,
+    curator=None,
 ) -> Array:
     r"""The law of the kept sample, :math:`p H_p`, renormalised to sum to 1 exactly.
 
     Args:
-        p: ``(M,)`` probabilities. rewards: ``(M,)`` rewards. k, beta, num_nodes: as in
+        p: ``(M,)`` probabilities. rewards: ``(M,)`` rewards. k, beta, num_nodes, curator: as in
             :func:`curation_factor`.
 
     Returns:
         ``(M,)`` probabilities; zero wherever ``p`` is zero.
     """
     with _inside():
-        h = curation_factor(p, rewards, k=k, beta=beta, num_nodes=num_nodes)  # checks the args
-    ok = _traced_ok(probs=(p,), rewards=rewards, beta=beta)
+        h = curation_factor(p, rewards, k=k, beta=beta, num_nodes=num_nodes,
+                            curator=curator)  # checks the args
+    ok = _traced_ok(probs=(p,), rewards=rewards, beta=beta) & _curator_ok(curator)
     p = jnp.asarray(p, h.dtype)
     q = jnp.where(p > 0, p * h, 0.0)
     return _checks.poison(ok, q / jnp.sum(q))
@@ -357,23 +416,26 @@ def retrain_map(
     p_data: ArrayLike | None = None,
     real_fraction: ArrayLike = 0.0,
     num_nodes: int | None = None,
+    curator=None,
 ) -> Array:
     r"""One generation of fully expressive retraining: :math:`a\, p_{\rm data} + (1-a)\, p H_p`.
 
     Args:
-        p: ``(M,)`` current model. rewards: ``(M,)``. k, beta, num_nodes: as in
-            :func:`curation_factor`.
+        p: ``(M,)`` current model. rewards: ``(M,)`` (or ``(M, R)`` with a curator). k, beta,
+            num_nodes, curator: as in :func:`curation_factor`.
         p_data: ``(M,)`` the real-data law; required unless ``real_fraction`` is 0.
         real_fraction: scalar :math:`a \in [0, 1]`, possibly traced.
 
     Returns:
         ``(M,)`` the next model, renormalised.
     """
-    p, rewards = _prepare(p, rewards)
-    p_data = _prepare_real(p_data, real_fraction, rewards)
+    p, rewards, like = _prepare_any(p, rewards, curator, beta)
+    p_data = _prepare_real(p_data, real_fraction, like)
     with _inside():
-        q = _mix(p_data, real_fraction, curated(p, rewards, k=k, beta=beta, num_nodes=num_nodes))
-    ok = _traced_ok(probs=(p, p_data), rewards=rewards, beta=beta, real_fraction=real_fraction)
+        q = _mix(p_data, real_fraction, curated(p, rewards, k=k, beta=beta, num_nodes=num_nodes,
+                                                curator=curator))
+    ok = (_traced_ok(probs=(p, p_data), rewards=rewards, beta=beta, real_fraction=real_fraction)
+          & _curator_ok(curator))
     return _checks.poison(ok, q)
 
 
@@ -387,26 +449,29 @@ def trajectory(
     p_data: ArrayLike | None = None,
     real_fraction: ArrayLike = 0.0,
     num_nodes: int | None = None,
+    curator=None,
 ) -> Array:
-    """Iterates :func:`retrain_map` with ``lax.scan``; ``beta`` and ``real_fraction`` may be vmapped.
+    """Iterates :func:`retrain_map` with ``lax.scan``; ``beta``, ``real_fraction`` and the
+    curator's rates may be vmapped.
 
     Args:
-        p0: ``(M,)`` initial model. rewards: ``(M,)``.
+        p0: ``(M,)`` initial model. rewards: ``(M,)`` (or ``(M, R)`` with a curator).
         num_generations: static number of generations T >= 0.
-        k, beta, p_data, real_fraction, num_nodes: as in :func:`retrain_map`.
+        k, beta, p_data, real_fraction, num_nodes, curator: as in :func:`retrain_map`.
 
     Returns:
         ``(T + 1, M)``; row 0 is ``p0``, row t the model after t generations.
     """
     num_generations = _checks.static_int("num_generations", num_generations, minimum=0)
     k = _check_k(k)
-    p0, rewards = _prepare(p0, rewards, name="p0")
+    p0, rewards, like = _prepare_any(p0, rewards, curator, beta, name="p0")
     beta = _check_beta(beta, p0.dtype)
-    p_data = _prepare_real(p_data, real_fraction, rewards)
-    ok = _traced_ok(probs=(p0, p_data), rewards=rewards, beta=beta, real_fraction=real_fraction)
+    p_data = _prepare_real(p_data, real_fraction, like)
+    ok = (_traced_ok(probs=(p0, p_data), rewards=rewards, beta=beta, real_fraction=real_fraction)
+          & _curator_ok(curator))
     with _inside():
         ps = _trajectory(p0, rewards, beta, p_data, jnp.asarray(real_fraction, p0.dtype),
-                         num_generations=num_generations, k=k, num_nodes=num_nodes)
+                         curator, num_generations=num_generations, k=k, num_nodes=num_nodes)
     return _checks.poison(ok, ps)
 
 
@@ -415,9 +480,11 @@ def _trajectory(*args, **kwargs):
     return jax.jit(_trajectory_impl, static_argnames=("num_generations", "k", "num_nodes"))(*args, **kwargs)
 
 
-def _trajectory_impl(p0, rewards, beta, p_data, real_fraction, *, num_generations, k, num_nodes):
+def _trajectory_impl(p0, rewards, beta, p_data, real_fraction, curator, *, num_generations, k,
+                     num_nodes):
     def step(p, _):
-        q = _mix(p_data, real_fraction, curated(p, rewards, k=k, beta=beta, num_nodes=num_nodes))
+        q = _mix(p_data, real_fraction, curated(p, rewards, k=k, beta=beta, num_nodes=num_nodes,
+                                                curator=curator))
         return q, q
 
     _, ps = lax.scan(step, p0, None, length=num_generations)
@@ -478,18 +545,20 @@ def fixed_point(
     tol: float | None = None,
     max_iterations: int = 10_000,
     num_nodes: int | None = None,
+    curator=None,
 ) -> Array:
     r"""The fixed point of :func:`retrain_map` reached from ``p_data`` (support of ``p_data``).
 
-    For ``k = jnp.inf`` the closed form :math:`p^* = p_{\rm data} / (1 + \lambda - \lambda
+    For ``k = jnp.inf`` with the Luce or top-m curator the closed form :math:`p^* = p_{\rm data} / (1 + \lambda - \lambda
     e^{br}/Z)` with :math:`Z` found by bisection (100 steps). For finite ``k`` the map is iterated
     from ``p_data`` until two successive iterates differ by less than ``tol`` in L1 (default 1e-12
     in float64, 1e-6 in float32); if that does not happen within ``max_iterations`` the result is
-    all NaN, so that non-convergence can never pass for an answer.
+    all NaN, so that non-convergence can never pass for an answer (other curators: likewise, for
+    any ``k``).
 
     Args:
-        p_data: ``(M,)`` real-data law. rewards: ``(M,)``.
-        k, beta, num_nodes: as in :func:`curation_factor`.
+        p_data: ``(M,)`` real-data law. rewards: ``(M,)`` (or ``(M, R)`` with a curator).
+        k, beta, num_nodes, curator: as in :func:`curation_factor`.
         real_fraction: scalar in ``(0, 1]``, possibly traced.
         tol: L1 stopping tolerance for finite ``k``.
         max_iterations: static iteration cap for finite ``k``.
@@ -498,11 +567,15 @@ def fixed_point(
         ``(M,)`` probabilities.
     """
     k = _check_k(k)
-    p_data, rewards = _prepare(p_data, rewards, name="p_data")
+    p_data, rewards, like = _prepare_any(p_data, rewards, curator, beta, name="p_data")
     beta = _check_beta(beta, p_data.dtype)
-    _prepare_real(p_data, real_fraction, rewards, allow_zero=False)
+    _prepare_real(p_data, real_fraction, like, allow_zero=False)
     a = jnp.asarray(real_fraction, p_data.dtype)
-    if math.isinf(k):
+    tilt = curator is None or isinstance(curator, (curators_lib.Luce, curators_lib.TopM))
+    if math.isinf(k) and tilt:
+        if curator is not None:
+            rewards = curators_lib.read_column(rewards, curator.column)
+            beta = jnp.asarray(curator.beta, p_data.dtype)
         star = _tilt_fixed_point(p_data, rewards, beta, a)
     else:
         if tol is None:
@@ -510,10 +583,10 @@ def fixed_point(
         max_iterations = _checks.static_int("max_iterations", max_iterations, minimum=1)
         with _inside():
             star = _iterated_fixed_point(p_data, rewards, beta, a,
-                                         jnp.asarray(tol, p_data.dtype), k=k,
+                                         jnp.asarray(tol, p_data.dtype), curator, k=k,
                                          max_iterations=max_iterations, num_nodes=num_nodes)
     ok = _traced_ok(probs=(p_data,), rewards=rewards, beta=beta, real_fraction=real_fraction,
-                    positive_fraction=True)
+                    positive_fraction=True) & _curator_ok(curator)
     return _checks.poison(ok, star)
 
 
@@ -522,10 +595,12 @@ def _iterated_fixed_point(*args, **kwargs):
     return jax.jit(_iterated_fixed_point_impl, static_argnames=("k", "max_iterations", "num_nodes"))(*args, **kwargs)
 
 
-def _iterated_fixed_point_impl(p_data, rewards, beta, a, tol, *, k, max_iterations, num_nodes):
+def _iterated_fixed_point_impl(p_data, rewards, beta, a, tol, curator, *, k, max_iterations,
+                               num_nodes):
     def body(carry):
         p, _, i = carry
-        q = _mix(p_data, a, curated(p, rewards, k=k, beta=beta, num_nodes=num_nodes))
+        q = _mix(p_data, a, curated(p, rewards, k=k, beta=beta, num_nodes=num_nodes,
+                                    curator=curator))
         return q, jnp.sum(jnp.abs(q - p)), i + 1
 
     def cond(carry):
