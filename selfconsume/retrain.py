@@ -35,6 +35,7 @@ from jax import lax
 from selfconsume import _checks
 from selfconsume import metrics as metrics_lib
 from selfconsume.curation import curate
+from selfconsume.curators import Curator
 from selfconsume.models import GenerativeModel
 from selfconsume.types import Array, ArrayLike, Curated, PRNGKey, PyTree
 
@@ -191,6 +192,25 @@ def _check_hyper(hyper: Hyperparams, config: LoopConfig, real_data) -> Array:
     return ok
 
 
+def _check_curator(curator, hyper: Hyperparams, config: LoopConfig):
+    """Checks the curator against the loop (concrete: ``ValueError``); the traced validity of its
+    rates, and of ``num_candidates``, which only the default Luce rule uses (0 or k with a
+    curator)."""
+    if curator is None:
+        return True
+    if not isinstance(curator, Curator):
+        raise ValueError(f"`curator` must be a selfconsume.curators curator or None; got "
+                         f"{type(curator).__name__}.")
+    _groups(config, curator)
+    nc = hyper.num_candidates
+    if _checks.is_concrete(nc):
+        if int(nc) not in (0, config.k):
+            raise ValueError(f"`num_candidates` applies to the default Luce rule only; got "
+                             f"num_candidates={int(nc)} with the curator {curator.name!r}.")
+        return curator.ok()
+    return curator.ok() & ((nc == 0) | (nc == config.k))
+
+
 def _sample_spec(model: GenerativeModel, params, config: LoopConfig):
     return jax.eval_shape(lambda key, p: model.sample(key, p, config.num_samples),
                           jax.random.key(0), params)
@@ -271,18 +291,33 @@ def init_state(params0: PyTree, *, model: GenerativeModel, config: LoopConfig,
     return RetrainState(params=params0, generation=jnp.zeros((), jnp.int32))
 
 
-def _draw_and_curate(key, params, hyper, *, model, reward_fn, config):
+def _groups(config: LoopConfig, curator) -> int:
+    """The number of groups of ``k`` candidates drawn per generation: ``num_samples / m`` for a
+    curator that keeps m per group (``num_samples`` kept samples in all)."""
+    m = 1 if curator is None else curator.kept(config.k)
+    if config.num_samples % m:
+        raise ValueError(f"`num_samples`={config.num_samples} must be a multiple of the {m} "
+                         f"samples the curator {curator.name!r} keeps per group.")
+    return config.num_samples // m
+
+
+def _draw_and_curate(key, params, hyper, *, model, reward_fn, config, curator=None):
     key_sample, key_curate = jax.random.split(key)
-    n = config.num_samples * config.k
+    n = _groups(config, curator) * config.k
     candidates = model.sample(key_sample, params, n)
     raw = jnp.asarray(reward_fn(candidates))
-    if raw.shape != (n,):
-        raise ValueError(f"`reward_fn` must map ({n}, ...) samples to rewards of shape ({n},); "
+    if raw.shape[:1] != (n,) or raw.ndim not in (1, 2) or (curator is None and raw.ndim != 1):
+        allowed = f"({n},) or ({n}, R)" if curator is not None else (
+            f"({n},) (several reward columns need a `curator` that says which it reads)")
+        raise ValueError(f"`reward_fn` must map ({n}, ...) samples to rewards of shape {allowed}; "
                          f"got shape {raw.shape}.")
     rewards = jnp.asarray(hyper.reward_scale, raw.dtype) * raw
-    num_candidates = jnp.where(hyper.num_candidates > 0, hyper.num_candidates, config.k)
-    kept = curate(key_curate, candidates, rewards, k=config.k, beta=hyper.beta,
-                  num_candidates=num_candidates)
+    if curator is None:
+        num_candidates = jnp.where(hyper.num_candidates > 0, hyper.num_candidates, config.k)
+        kept = curate(key_curate, candidates, rewards, k=config.k, beta=hyper.beta,
+                      num_candidates=num_candidates)
+    else:
+        kept = curate(key_curate, candidates, rewards, k=config.k, curator=curator)
     return candidates, rewards, kept
 
 
@@ -319,6 +354,7 @@ def retrain_step(
     reward_fn: Callable[[Array], Array],
     config: LoopConfig,
     real_weights: ArrayLike | None = None,
+    curator: Curator | None = None,
 ) -> tuple[RetrainState, RetrainInfo]:
     """One generation: draw candidates from the model, curate them, refit.
 
@@ -331,6 +367,8 @@ def retrain_step(
         reward_fn: maps ``(m, ...)`` samples to ``(m,)`` rewards; pure.
         config: the static :class:`LoopConfig`.
         real_weights: optional ``(N,)`` non-negative weights of the real samples.
+        curator: the choice rule (:mod:`selfconsume.curators`), a pytree whose rates may be
+            traced; ``None`` keeps 1 of k with ``softmax(hyper.beta * r)``.
 
     Returns:
         ``(new_state, info)``; ``info`` describes the candidates drawn from ``state`` and whether
@@ -342,15 +380,18 @@ def retrain_step(
         ValueError: for structural problems and concrete invalid values.
     """
     real_data, real_weights, ok = _prepare(state.params, hyper, real_data, real_weights,
-                                           model=model, reward_fn=reward_fn, config=config)
+                                           model=model, reward_fn=reward_fn, config=config,
+                                           curator=curator)
     return _step(key, state, hyper, real_data, real_weights, ok, model=model,
-                 reward_fn=reward_fn, config=config)
+                 reward_fn=reward_fn, config=config, curator=curator)
 
 
-def _step(key, state, hyper, real_data, real_weights, ok, *, model, reward_fn, config):
+def _step(key, state, hyper, real_data, real_weights, ok, *, model, reward_fn, config,
+          curator=None):
     key_draw, key_fit = jax.random.split(key)
     candidates, rewards, kept = _draw_and_curate(key_draw, state.params, hyper, model=model,
-                                                 reward_fn=reward_fn, config=config)
+                                                 reward_fn=reward_fn, config=config,
+                                                 curator=curator)
     new_state = _refit(key_fit, state, kept, hyper, real_data, real_weights, model=model,
                        config=config)
     new_state = new_state.replace(params=_checks.poison(ok, new_state.params))
@@ -359,13 +400,22 @@ def _step(key, state, hyper, real_data, real_weights, ok, *, model, reward_fn, c
     return new_state, info
 
 
-def _prepare(params, hyper, real_data, real_weights, *, model, reward_fn, config):
+def _prepare(params, hyper, real_data, real_weights, *, model, reward_fn, config, curator=None):
     """The checks of every entry point: ``(real data, normalised weights, traced validity)``."""
     _check_loop_args(model, reward_fn, config)
     real_data, real_weights = _check_real(real_data, real_weights,
                                           _sample_spec(model, params, config), config)
-    ok = _check_hyper(hyper, config, real_data)
+    ok = _check_hyper(hyper, config, real_data) & _check_curator(curator, hyper, config)
     return real_data, real_weights, ok
+
+
+def _per_column(fn, rewards):
+    """``fn`` of ``(n,)`` rewards, or of each column of ``(n, R)`` rewards stacked into ``(R,)``
+    entries (R is static: one call per column)."""
+    if rewards.ndim == 1:
+        return fn(rewards)
+    columns = [fn(rewards[:, j]) for j in range(rewards.shape[1])]
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *columns)
 
 
 def default_metrics(
@@ -381,6 +431,8 @@ def default_metrics(
     * ``reward_mean``, ``reward_std``, ``reward_q05`` ... ``reward_q95``, ``reward_nan_fraction``:
       the (scaled) rewards of the fresh candidates drawn from the model;
     * ``kept_reward_mean``: the mean reward of the curated samples;
+    * with several reward columns (``reward_fn`` returning ``(n, R)``) each of these, and
+      ``expected_reward``, is a vector of R, one entry per column;
     * ``is_finite``: whether every leaf of the model's params is finite;
     * ``holdout_nll``: mean negative log-likelihood of ``holdout`` (where ``log_prob`` exists);
     * for ``categorical``: the exact ``expected_reward``, and, with real data,
@@ -391,9 +443,9 @@ def default_metrics(
         p_data = model.init(jax.random.key(0), real_data, real_weights).probs
 
     def metrics(state: RetrainState, info: RetrainInfo) -> dict[str, Array]:
-        out = {f"reward_{name}": value
-               for name, value in metrics_lib.reward_summary(info.candidate_rewards).items()}
-        out["kept_reward_mean"] = jnp.nanmean(info.kept.rewards)
+        out = {f"reward_{name}": value for name, value in
+               _per_column(metrics_lib.reward_summary, info.candidate_rewards).items()}
+        out["kept_reward_mean"] = jnp.nanmean(info.kept.rewards, axis=0)
         out["is_finite"] = _all_finite(state.params)
         if holdout is not None and model.log_prob is not None:
             out["holdout_nll"] = -jnp.mean(model.log_prob(state.params, holdout))
@@ -401,7 +453,8 @@ def default_metrics(
             probs = state.params.probs
             states = jnp.arange(probs.shape[0], dtype=jnp.int32)
             rewards = jnp.asarray(info.hyper.reward_scale, probs.dtype) * reward_fn(states)
-            out["expected_reward"] = metrics_lib.expected_reward(probs, rewards)
+            out["expected_reward"] = _per_column(
+                lambda r: metrics_lib.expected_reward(probs, r), rewards)
             out["entropy"] = metrics_lib.entropy(probs)
             if p_data is not None:
                 out["kl_data"] = metrics_lib.kl_divergence(p_data, probs)
@@ -436,15 +489,15 @@ def _recorder(*, model, reward_fn, real_data, real_weights, metrics_fn=None, def
 
 
 def _loop_parts(params, hyper, real_data, real_weights, *, model, reward_fn, config, metrics_fn,
-                default, holdout):
+                default, holdout, curator=None):
     """What every entry point of the loop checks and builds once: ``(real data, normalised
-    weights, traced validity, record)``."""
+    weights, traced validity, record, curator)``."""
     real_data, real_weights, ok = _prepare(params, hyper, real_data, real_weights, model=model,
-                                           reward_fn=reward_fn, config=config)
+                                           reward_fn=reward_fn, config=config, curator=curator)
     record = _recorder(model=model, reward_fn=reward_fn, real_data=real_data,
                        real_weights=real_weights, metrics_fn=metrics_fn, default=default,
                        holdout=holdout)
-    return real_data, real_weights, ok, record
+    return real_data, real_weights, ok, record, curator
 
 
 def run_chunk(
@@ -460,6 +513,7 @@ def run_chunk(
     default: bool = True,
     real_weights: ArrayLike | None = None,
     holdout: ArrayLike | None = None,
+    curator: Curator | None = None,
 ) -> tuple[RetrainState, dict[str, Array]]:
     """Runs ``len(keys)`` generations from ``state`` with ``lax.scan``: a chunk of :func:`run`.
 
@@ -474,16 +528,16 @@ def run_chunk(
     """
     parts = _loop_parts(state.params, hyper, real_data, real_weights, model=model,
                         reward_fn=reward_fn, config=config, metrics_fn=metrics_fn,
-                        default=default, holdout=holdout)
+                        default=default, holdout=holdout, curator=curator)
     return _scan(keys, state, hyper, parts, model=model, reward_fn=reward_fn, config=config)
 
 
 def _scan(keys, state, hyper, parts, *, model, reward_fn, config):
-    real_data, real_weights, ok, record = parts
+    real_data, real_weights, ok, record, curator = parts
 
     def body(state, key):
         new_state, info = _step(key, state, hyper, real_data, real_weights, ok, model=model,
-                                reward_fn=reward_fn, config=config)
+                                reward_fn=reward_fn, config=config, curator=curator)
         return new_state, record(state, info)
 
     return lax.scan(body, state, keys)
@@ -502,19 +556,21 @@ def final_record(
     default: bool = True,
     real_weights: ArrayLike | None = None,
     holdout: ArrayLike | None = None,
+    curator: Curator | None = None,
 ) -> dict[str, Array]:
     """The history entry of the last state: its candidates are drawn and curated, not refitted
     (``fit_is_finite`` says whether the state's params are finite). Arguments as :func:`run`."""
     parts = _loop_parts(state.params, hyper, real_data, real_weights, model=model,
                         reward_fn=reward_fn, config=config, metrics_fn=metrics_fn,
-                        default=default, holdout=holdout)
+                        default=default, holdout=holdout, curator=curator)
     return _final(key, state, hyper, parts, model=model, reward_fn=reward_fn, config=config)
 
 
 def _final(key, state, hyper, parts, *, model, reward_fn, config):
-    _, _, ok, record = parts
+    _, _, ok, record, curator = parts
     candidates, rewards, kept = _draw_and_curate(key, state.params, hyper, model=model,
-                                                 reward_fn=reward_fn, config=config)
+                                                 reward_fn=reward_fn, config=config,
+                                                 curator=curator)
     finite = _all_finite(state.params) & ok
     return record(state, RetrainInfo(candidates=candidates, candidate_rewards=rewards, kept=kept,
                                      fit_is_finite=finite, hyper=hyper))
@@ -533,6 +589,7 @@ def run(
     default: bool = True,
     real_weights: ArrayLike | None = None,
     holdout: ArrayLike | None = None,
+    curator: Curator | None = None,
 ) -> tuple[RetrainState, dict[str, Array]]:
     """Runs ``config.num_generations`` generations of curated retraining with ``lax.scan``.
 
@@ -558,6 +615,12 @@ def run(
         default: whether to record :func:`default_metrics`.
         real_weights: optional ``(N,)`` weights of the real samples.
         holdout: optional held-out real samples for ``holdout_nll``.
+        curator: the choice rule (:mod:`selfconsume.curators`; its rates are array leaves, so
+            pass it as an array argument under ``jit``); ``None`` keeps 1 of k with
+            ``softmax(hyper.beta * r)``. ``config.num_samples`` counts the kept samples: a curator
+            that keeps m per group sees ``num_samples / m`` groups of k. With a curator,
+            ``reward_fn`` may return ``(n, R)`` rewards (R reward functions; the curator's
+            ``column`` says which it reads) and the reward metrics become vectors of R.
 
     Returns:
         ``(final_state, history)``: the :class:`RetrainState` after the last generation
@@ -572,7 +635,8 @@ def run(
             ``fit_is_finite = False`` instead (:mod:`selfconsume._checks`).
     """
     parts = _loop_parts(params0, hyper, real_data, real_weights, model=model, reward_fn=reward_fn,
-                        config=config, metrics_fn=metrics_fn, default=default, holdout=holdout)
+                        config=config, metrics_fn=metrics_fn, default=default, holdout=holdout,
+                        curator=curator)
     loop = dict(model=model, reward_fn=reward_fn, config=config)
     keys = jax.random.split(key, config.num_generations + 1)
     state0 = init_state(params0, model=model, config=config, real_data=parts[0])

@@ -101,6 +101,7 @@ __all__ = [
     "limit",
     "fixed_point",
     "reward_gain_bound",
+    "adversarial_threshold",
     "check_theorems",
     "real_fraction_from_lambda",
     "lambda_from_real_fraction",
@@ -635,6 +636,43 @@ def reward_gain_bound(p: ArrayLike, rewards: ArrayLike, *, k, beta: ArrayLike = 
     return _checks.poison(ok, factor * var * jnp.exp(beta * r_star))
 
 
+def adversarial_threshold(p: ArrayLike, rewards: ArrayLike, *, k, curator,
+                          num_nodes: int | None = None) -> Array:
+    r"""The flip rate beyond which adversarial curation lowers the expected reward in one step.
+
+    For :func:`~selfconsume.curators.adversarial` (``base``, :math:`\varepsilon`) the expected
+    reward of the column ``base`` reads changes by :math:`(1 - \varepsilon) G_+ -
+    \varepsilon G_-` (exactly: the kept law is linear in :math:`\varepsilon`), with
+    :math:`G_+ = \mathbb{E}_{p H[r]}[r] - \mathbb{E}_p[r]` and :math:`G_- = \mathbb{E}_p[r] -
+    \mathbb{E}_{p H[-r]}[r]` for ``base``'s factor :math:`H`; it rises iff
+    :math:`\varepsilon < \varepsilon^* = G_+ / (G_+ + G_-)`.
+
+    Args:
+        p: ``(M,)`` the current model. rewards: ``(M,)`` or ``(M, R)``.
+        k, num_nodes: as in :func:`curation_factor`.
+        curator: an adversarial curator (its ``eps`` is not used) or the base curator itself.
+
+    Returns:
+        Scalar :math:`\varepsilon^*` in ``[0, 1]``; NaN where the base does not move the
+        expected reward (:math:`G_+ + G_- = 0`, e.g. ``beta = 0``).
+    """
+    base = curator.base if isinstance(curator, curators_lib.Adversarial) else curator
+    k = _check_k(k)
+    p, table = _prepare_table(p, rewards, base, 1.0)
+    column = base.columns()[0] if len(base.columns()) == 1 else base.monotone()
+    if column is False:
+        raise ValueError(f"`curator` must read one reward column to have a threshold; got "
+                         f"{base.name!r} reading {base.columns()}.")
+    r = curators_lib.read_column(table, column)
+    with _inside():
+        up = curated(p, table, k=k, num_nodes=num_nodes, curator=base) @ r
+        down = curated(p, -table, k=k, num_nodes=num_nodes, curator=base) @ r
+    mean = jnp.sum(p * r)
+    gain, loss = up - mean, mean - down
+    ok = _traced_ok(probs=(p,), rewards=table) & _curator_ok(base)
+    return _checks.poison(ok, jnp.where(gain + loss > 0, gain / (gain + loss), jnp.nan))
+
+
 # --------------------------------------------------------------------------------------------
 # Numerical checks of the theorems
 # --------------------------------------------------------------------------------------------
@@ -646,68 +684,107 @@ def _default_tolerance(dtype) -> float:
 
 def _pure_curation_diagnostics(*args, **kwargs):
     """Jitted at call time (nothing is jitted at import); jit's cache reuses the program."""
-    return jax.jit(_pure_curation_diagnostics_impl, static_argnames=("k", "num_generations", "num_nodes"))(*args, **kwargs)
+    return jax.jit(_pure_curation_diagnostics_impl,
+                   static_argnames=("k", "num_generations", "num_nodes", "facts"))(*args, **kwargs)
 
 
-def _pure_curation_diagnostics_impl(p0, rewards, beta, *, k, num_generations, num_nodes):
+def _pure_curation_diagnostics_impl(p0, table, curator, *, k, num_generations, num_nodes,
+                                    facts=("monotone_reward", "limit", "reward_gain_bound")):
     """Everything facts 1-3 need, computed in one compiled program (shifted units w <= 1).
 
     The inputs are traced here: invalid ones make every slack NaN (the checks then fail).
     """
-    ok = _values_ok(probs=(p0,), rewards=rewards, beta=beta)
+    ok = _values_ok(probs=(p0,), rewards=table) & curator.ok()
     with _inside():
-        slacks = _pure_curation_slacks(p0, rewards, beta, k=k, num_generations=num_generations,
-                                       num_nodes=num_nodes)
+        slacks = _pure_curation_slacks(p0, table, curator, k=k, num_generations=num_generations,
+                                       num_nodes=num_nodes, facts=facts)
     return _checks.poison(ok, slacks)
 
 
-def _pure_curation_slacks(p0, rewards, beta, *, k, num_generations, num_nodes):
-    ps = trajectory(p0, rewards, num_generations=num_generations, k=k, beta=beta,
-                    num_nodes=num_nodes)
-    hs = jax.vmap(lambda p: curation_factor(p, rewards, k=k, beta=beta, num_nodes=num_nodes))(
-        ps[:-1])
-    # 1. normalisation, and H a non-decreasing function of r (equal on level sets).
-    norm_dev = jnp.max(jnp.abs(jnp.sum(ps[:-1] * hs, axis=1) - 1.0))
-    order = jnp.argsort(rewards)
-    r_sorted, h_sorted = rewards[order], hs[:, order]
+def _pure_curation_slacks(p0, table, curator, *, k, num_generations, num_nodes, facts):
+    """The slacks of ``facts`` on the pure-curation trajectory of ``curator`` from ``p0``.
+
+    ``level_sets`` checks that H is equal on the level sets of the reward columns the curator
+    reads, and, for a monotone curator, non-decreasing in the reward of its column; the other
+    facts are evaluated only when they apply (:func:`_facts`).
+    """
+    ps = trajectory(p0, table, num_generations=num_generations, k=k, num_nodes=num_nodes,
+                    curator=curator)
+    hs = jax.vmap(lambda p: curation_factor(p, table, k=k, num_nodes=num_nodes,
+                                            curator=curator))(ps[:-1])
+    out = {}
+    # 1. normalisation, and H a function of the rewards read (non-decreasing when monotone).
+    out["normalization"] = -jnp.max(jnp.abs(jnp.sum(ps[:-1] * hs, axis=1) - 1.0))
+    column = curator.monotone()
+    read = [0 if c is None else c for c in curator.columns()]
+    keys = table[:, read]  # (M, columns read)
+    order = jnp.lexsort(tuple(keys[:, i] for i in range(keys.shape[1] - 1, -1, -1)))
+    h_sorted, k_sorted = hs[:, order], keys[order]
     scale = jnp.max(hs, axis=1, keepdims=True)
     step = (h_sorted[:, 1:] - h_sorted[:, :-1]) / scale
-    tied = (r_sorted[1:] == r_sorted[:-1])[None, :]
-    level_slack = jnp.min(jnp.where(tied, -jnp.abs(step), step))
-    # 2a. first-order stochastic dominance: every upper tail P(r >= level) grows.
-    desc = jnp.argsort(-rewards)
-    tails = jnp.cumsum(ps[:, desc], axis=1)
-    dominance_slack = jnp.min(tails[1:] - tails[:-1])
-    # 2b. gain in E[w] against (K-1)/K Var[w] / w*, with w* = 1 in shifted units.
-    logw = scaled_rewards(rewards, beta, support_max(p0, rewards))
-    w = jnp.where(p0 > 0, jnp.exp(jnp.minimum(logw, 0.0)), 0.0)
-    mean = jnp.matmul(ps, w, precision=lax.Precision.HIGHEST)
-    var = jnp.matmul(ps, w * w, precision=lax.Precision.HIGHEST) - mean**2
-    factor = 1.0 if math.isinf(k) else (k - 1) / k
-    gain_slack = jnp.min((mean[1:] - mean[:-1]) - factor * var[:-1])
-    # 3. convergence to p0( . | r = r*): level-set proportions kept, TV non-increasing and, for
-    #    K = inf, p_t proportional to p0 exp(t b r).
-    lim = limit(p0, rewards)
-    top = lim > 0
-    in_top = jnp.where(top[None, :], ps, 0.0)
-    in_top = in_top / jnp.sum(in_top, axis=1, keepdims=True)
-    level_dev = jnp.max(0.5 * jnp.sum(jnp.abs(in_top - lim[None, :]), axis=1))
-    tv = 0.5 * jnp.sum(jnp.abs(ps - lim[None, :]), axis=1)
-    tv_rise = jnp.max(tv[1:] - tv[:-1]) if num_generations > 0 else jnp.zeros((), tv.dtype)
-    limit_slack = -jnp.maximum(level_dev, jnp.maximum(tv_rise, 0.0))
-    if math.isinf(k):
-        t = jnp.arange(num_generations + 1, dtype=p0.dtype)[:, None]
-        logits = jnp.where(t == 0, 0.0, t * logw[None, :]) + jnp.log(p0)[None, :]
-        tilted = jax.nn.softmax(jnp.where(p0[None, :] > 0, logits, -jnp.inf), axis=1)
-        tilt_dev = jnp.max(0.5 * jnp.sum(jnp.abs(ps - tilted), axis=1))
-        limit_slack = jnp.minimum(limit_slack, -tilt_dev)
-    return dict(
-        normalization=-norm_dev,
-        level_sets=level_slack,
-        monotone_reward=dominance_slack,
-        reward_gain_bound=gain_slack,
-        limit=limit_slack,
-    )
+    tied = jnp.all(k_sorted[1:] == k_sorted[:-1], axis=1)[None, :]
+    level_slack = jnp.min(jnp.where(tied, -jnp.abs(step), jnp.inf))
+    if column is not False:  # a single column read: sorted by it, H must not decrease
+        level_slack = jnp.minimum(level_slack, jnp.min(step))
+    out["level_sets"] = jnp.where(jnp.isinf(level_slack), 0.0, level_slack)
+    if "monotone_reward" in facts:
+        rewards = curators_lib.read_column(table, column)
+        # 2a. first-order stochastic dominance: every upper tail P(r >= level) grows.
+        desc = jnp.argsort(-rewards)
+        tails = jnp.cumsum(ps[:, desc], axis=1)
+        out["monotone_reward"] = jnp.min(tails[1:] - tails[:-1])
+        # 3. convergence to p0( . | r = r*): level-set proportions kept, TV non-increasing.
+        lim = limit(p0, rewards)
+        top = lim > 0
+        in_top = jnp.where(top[None, :], ps, 0.0)
+        in_top = in_top / jnp.sum(in_top, axis=1, keepdims=True)
+        level_dev = jnp.max(0.5 * jnp.sum(jnp.abs(in_top - lim[None, :]), axis=1))
+        tv = 0.5 * jnp.sum(jnp.abs(ps - lim[None, :]), axis=1)
+        tv_rise = jnp.max(tv[1:] - tv[:-1]) if num_generations > 0 else jnp.zeros((), tv.dtype)
+        limit_slack = -jnp.maximum(level_dev, jnp.maximum(tv_rise, 0.0))
+        if "tilt" in facts:  # K = inf Luce / top-m: p_t proportional to p0 exp(t b r)
+            logw = scaled_rewards(rewards, curator.beta, support_max(p0, rewards))
+            t = jnp.arange(num_generations + 1, dtype=p0.dtype)[:, None]
+            logits = jnp.where(t == 0, 0.0, t * logw[None, :]) + jnp.log(p0)[None, :]
+            tilted = jax.nn.softmax(jnp.where(p0[None, :] > 0, logits, -jnp.inf), axis=1)
+            tilt_dev = jnp.max(0.5 * jnp.sum(jnp.abs(ps - tilted), axis=1))
+            limit_slack = jnp.minimum(limit_slack, -tilt_dev)
+        out["limit"] = limit_slack
+    if "reward_gain_bound" in facts:
+        # 2b. gain in E[w] against (K-1)/K Var[w] / w*, with w* = 1 in shifted units.
+        rewards = curators_lib.read_column(table, curator.column)
+        logw = scaled_rewards(rewards, curator.beta, support_max(p0, rewards))
+        w = jnp.where(p0 > 0, jnp.exp(jnp.minimum(logw, 0.0)), 0.0)
+        mean = jnp.matmul(ps, w, precision=lax.Precision.HIGHEST)
+        var = jnp.matmul(ps, w * w, precision=lax.Precision.HIGHEST) - mean**2
+        factor = 1.0 if math.isinf(k) else (k - 1) / k
+        out["reward_gain_bound"] = jnp.min((mean[1:] - mean[:-1]) - factor * var[:-1])
+    return out
+
+
+_ORDER = ("normalization", "level_sets", "monotone_reward", "reward_gain_bound", "limit",
+          "kl_bound", "fixed_point")
+
+
+def _facts(curator, k) -> tuple[str, ...]:
+    """The facts of pure curation that apply to ``curator`` beyond normalisation and level sets:
+    dominance and the limit for a curator monotone in one reward column, the tilt for K = inf
+    Luce or top-m, the gain bound for Luce."""
+    facts = []
+    if curator.monotone() is not False:
+        facts += ["monotone_reward", "limit"]
+        if math.isinf(k) and isinstance(curator, (curators_lib.Luce, curators_lib.TopM)):
+            facts.append("tilt")
+    if isinstance(curator, curators_lib.Luce):
+        facts.append("reward_gain_bound")
+    return tuple(facts)
+
+
+_NOT_APPLICABLE = {
+    "monotone_reward": "the curator is not monotone in one reward column",
+    "limit": "the curator is not monotone in one reward column",
+    "reward_gain_bound": "the bound is proved for the Luce rule",
+}
 
 
 def check_theorems(
@@ -721,8 +798,9 @@ def check_theorems(
     num_generations: int = 50,
     tol: float | None = None,
     num_nodes: int | None = None,
+    curator=None,
 ) -> dict[str, dict[str, float | bool]]:
-    r"""Checks the facts of the theory numerically on exact trajectories.
+    r"""Checks the facts of the theory numerically on exact trajectories, for any curator.
 
     A host-level function (it returns Python values); the trajectories are computed in compiled
     code. Each entry's ``slack`` is the margin by which the statement holds, minimised over
@@ -734,15 +812,23 @@ def check_theorems(
     ``real_fraction`` is): they are statements about the curation operator.
 
     * ``normalization``: :math:`\sum_x p_t H_t = 1` at every generation.
-    * ``level_sets``: :math:`H_t` is non-decreasing in the reward and constant on level sets
-      (differences relative to :math:`\max H_t`).
+    * ``level_sets``: :math:`H_t` is constant on the level sets of the rewards the curator reads
+      and, for a curator monotone in one reward column, non-decreasing in it (differences
+      relative to :math:`\max H_t`).
     * ``monotone_reward``: :math:`P_{t+1}(r \ge \ell) \ge P_t(r \ge \ell)` for every level
       :math:`\ell`, i.e. :math:`\mathbb{E}[g(r)]` grows for every non-decreasing :math:`g`.
     * ``reward_gain_bound``: :math:`\mathbb{E}_{t+1}[w] - \mathbb{E}_t[w] \ge \frac{K-1}{K}
       \mathrm{Var}_t[w]` with :math:`w = e^{b(r - r^*)}` (the stated bound divided by
       :math:`e^{br^*}`).
     * ``limit``: inside the top level set :math:`p_t \propto p_0`, and the total variation to
-      :func:`limit` never increases; for ``k = inf`` also :math:`p_t \propto p_0 e^{tbr}`.
+      :func:`limit` never increases; for ``k = inf`` (Luce, top-m) also
+      :math:`p_t \propto p_0 e^{tbr}`.
+
+    ``monotone_reward`` and ``limit`` apply to curators monotone in one reward column (Luce,
+    top-m, Thurstone, top-fraction, and sequential stages or mixtures of those on one column;
+    adversarial only at ``eps = 0``); ``reward_gain_bound`` to the Luce rule. The others are
+    reported as not applicable (``holds: None``, ``applicable: False``, with a ``reason``),
+    never as failing; :mod:`selfconsume.curators` says what holds instead.
 
     With ``p_data`` and ``real_fraction > 0``, on the trajectory with real data:
 
@@ -751,8 +837,9 @@ def check_theorems(
       :math:`p^*` = :func:`fixed_point`.
 
     Args:
-        p0: ``(M,)`` initial model. rewards: ``(M,)``. k, beta, num_nodes: as in
-            :func:`curation_factor`.
+        p0: ``(M,)`` initial model. rewards: ``(M,)`` (or ``(M, R)`` with a curator). k, beta,
+            num_nodes, curator: as in :func:`curation_factor`; the curator's rates must be
+            concrete.
         p_data: ``(M,)`` real-data law (needed for facts 4).
         real_fraction: scalar in ``[0, 1]``.
         num_generations: static number of generations T.
@@ -762,44 +849,61 @@ def check_theorems(
     inputs fail the value checks, and ``fixed_point`` is NaN when it does not converge.
 
     Returns:
-        ``{name: {"holds": bool, "slack": float}}`` for the facts above.
+        ``{name: {"holds": bool, "slack": float, "applicable": True}}`` for the facts above
+        (``{"holds": None, "slack": nan, "applicable": False, "reason": str}`` for those that
+        do not apply to the curator).
 
     Raises:
         ValueError: for invalid arguments (as :func:`trajectory`), and for traced ones: this is a
             host-level function, to be called outside ``jit`` and ``vmap``.
     """
     k = _check_k(k)
-    p0, rewards = _prepare(p0, rewards, name="p0")
-    beta = _check_beta(beta, p0.dtype)
+    if curator is None:
+        p0, rewards = _prepare(p0, rewards, name="p0")
+        beta = _check_beta(beta, p0.dtype)
+        used, table, like = curators_lib.Luce(beta=beta), rewards[:, None], rewards
+    else:
+        p0, table = _prepare_table(p0, rewards, curator, beta, name="p0")
+        used, rewards, like = curator, table, p0
     num_generations = _checks.static_int("num_generations", num_generations, minimum=1)
-    p_data = _prepare_real(p_data, real_fraction, rewards)
-    for name, value in (("p0", p0), ("rewards", rewards), ("beta", beta), ("p_data", p_data),
-                        ("real_fraction", real_fraction)):
+    p_data = _prepare_real(p_data, real_fraction, like)
+    leaves = [("p0", p0), ("rewards", rewards), ("beta", beta), ("p_data", p_data),
+              ("real_fraction", real_fraction)]
+    leaves += [("curator", leaf) for leaf in jax.tree_util.tree_leaves(used)]
+    for name, value in leaves:
         if value is not None and not _checks.is_concrete(value):
             raise ValueError(
                 f"`{name}` must be concrete: check_theorems is a host-level function that returns "
                 "Python values; call it outside jit/vmap/scan; got a traced value.")
     if tol is None:
         tol = _default_tolerance(p0.dtype)
-    slacks = _pure_curation_diagnostics(p0, rewards, beta, k=k, num_generations=num_generations,
-                                        num_nodes=num_nodes)
-    order = ("normalization", "level_sets", "monotone_reward", "reward_gain_bound", "limit")
-    slacks = {name: float(slacks[name]) for name in order}
+    facts = _facts(used, k)
+    computed = _pure_curation_diagnostics(p0, table, used, k=k, num_generations=num_generations,
+                                          num_nodes=num_nodes, facts=facts)
+    slacks = {name: float(value) for name, value in computed.items()}
     a = float(real_fraction)
     if p_data is not None and a > 0:
-        ps = trajectory(p0, rewards, num_generations=num_generations, k=k, beta=beta,
-                        p_data=p_data, real_fraction=a, num_nodes=num_nodes)
+        options = dict(k=k, beta=beta, num_nodes=num_nodes, curator=curator)
+        ps = trajectory(p0, rewards, num_generations=num_generations, p_data=p_data,
+                        real_fraction=a, **options)
         on = p_data > 0
         log_data = jnp.log(jnp.where(on, p_data, 1.0))
         kl = jnp.sum(jnp.where(on[None, :], p_data[None, :] * (log_data[None, :] - jnp.log(ps[1:])),
                                0.0), axis=1)
         slacks["kl_bound"] = float(jnp.min(math.log(1.0 / a) - kl))
-        star = fixed_point(p_data, rewards, k=k, beta=beta, real_fraction=a, num_nodes=num_nodes)
+        star = fixed_point(p_data, rewards, real_fraction=a, **options)
         if bool(jnp.all(jnp.isfinite(star))):
-            image = retrain_map(star, rewards, k=k, beta=beta, p_data=p_data, real_fraction=a,
-                                num_nodes=num_nodes)
+            image = retrain_map(star, rewards, p_data=p_data, real_fraction=a, **options)
             slacks["fixed_point"] = -float(jnp.sum(jnp.abs(image - star)))
         else:  # fixed_point did not converge: the fact is not confirmed
             slacks["fixed_point"] = math.nan
-    return {name: {"holds": bool(not math.isnan(s) and s >= -tol), "slack": s}
-            for name, s in slacks.items()}
+    out = {}
+    for name in _ORDER:
+        if name in slacks:
+            s = slacks[name]
+            out[name] = {"holds": bool(not math.isnan(s) and s >= -tol), "slack": s,
+                         "applicable": True}
+        elif name in _NOT_APPLICABLE:
+            out[name] = {"holds": None, "slack": math.nan, "applicable": False,
+                         "reason": _NOT_APPLICABLE[name]}
+    return out

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import selfconsume as sc
+from selfconsume import curators
 from selfconsume import _checks, metrics, theory
 
 KEY = jax.random.key(0)
@@ -347,8 +348,8 @@ def test_check_theorems_on_poisoned_inputs_never_holds(monkeypatch):
 
 
 def test_check_theorems_diagnostics_are_poisoned_by_a_negative_beta():
-    slacks = theory._pure_curation_diagnostics(P, R, jnp.float32(-1.0), k=3, num_generations=3,
-                                               num_nodes=128)
+    slacks = theory._pure_curation_diagnostics(P, R[:, None], curators.Luce(beta=jnp.float32(-1.0)),
+                                               k=3, num_generations=3, num_nodes=128)
     assert all(math.isnan(float(s)) for s in slacks.values())
 
 
