@@ -17,11 +17,28 @@ machine (the wall-clock times are in the JSON too). The limit is random-number g
 last columns give the time of merely generating the random 32-bit words each program consumes
 (threefry), and the fraction of the program's time that this accounts for.
 
-    python benchmarks/bench_curation.py [--quick] [--json results/curation.json]
+**Per curator family** (section ``curators``): for K in 2, 4, 16, 64 and n = 4,096 groups
+(``--quick``: 1,024), times
+
+* ``draw``: drawing the n x K candidates from the flagship model (the 8-component GMM fitted on the
+  ring) and their reward (the flagship's distance reward to one mode; two columns, distances to
+  two opposite modes, for the mixture);
+* ``curate``: ``sc.curate(key, candidates, rewards, k=K, curator=c)`` alone on those candidates, for
+  ``luce(1)``, ``top_m(2, 1)``, ``top_m(K // 2, 1)``, ``thurstone(1)``, ``adversarial(luce(1),
+  0.25)``, ``mixture`` of two ``luce(1)`` on the two reward columns, ``sequential(top_m(2, 1),
+  luce(1))`` and ``top_fraction()``;
+* ``draw+curate``: both in one program.
+
+``ratio`` = curate / draw (target: at most 1.5 for every family at every K <= 64; ``max_ratio`` in
+the JSON), and ``overhead`` = (draw+curate) / draw. CPU time per call, median of ``--repeats``
+(at least 15 here: these programs take milliseconds), compile time apart.
+
+    python benchmarks/bench_curation.py [--quick] [--section curators] [--json results/curation.json]
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -33,7 +50,7 @@ import numpy as np  # noqa: E402
 
 import _common  # noqa: E402
 import selfconsume as sc  # noqa: E402
-from selfconsume import _choice, data, models  # noqa: E402
+from selfconsume import _choice, curators, data, models, rewards  # noqa: E402
 
 BETA = 1.0
 CLOCK = "cpu_s"  # one device, one core: CPU time is robust to other work on the machine
@@ -53,6 +70,7 @@ SAMPLERS = {"inverse_cdf": _choice.inverse_cdf_choice, "gumbel_max": gumbel_max,
             "categorical": categorical}
 
 
+@functools.lru_cache(maxsize=None)
 def model_and_params(name):
     if name == "gmm":
         real, _ = data.gaussian_ring(jax.random.key(0), 4096)
@@ -103,41 +121,161 @@ def bench(args, name, n, k):
     return row
 
 
+CURATOR_TARGET = 1.5  # curate / draw, every family, K <= 64
+
+
+def curator_families(k):
+    """The curators timed per family (rates fixed; ``top_m_half`` keeps K // 2 of each group)."""
+    c = curators
+    return {
+        "luce": c.luce(BETA),
+        "top_m": c.top_m(min(2, k), BETA),
+        "top_m_half": c.top_m(max(k // 2, 1), BETA),
+        "thurstone": c.thurstone(1.0),
+        "adversarial": c.adversarial(c.luce(BETA), 0.25),
+        "mixture": c.mixture([c.luce(BETA, column=0), c.luce(BETA, column=1)], [0.5, 0.5]),
+        "sequential": c.sequential(c.top_m(min(2, k), BETA), c.luce(BETA)),
+        "top_fraction": c.top_fraction(),
+    }
+
+
+def flagship_draw(total, columns):
+    """``draw(key) -> (candidates, rewards)``: the GMM fitted on the ring and the flagship's
+    distance reward to mode 0 (``columns = 2``: also to mode 4, the opposite one)."""
+    model, params = model_and_params("gmm")
+    _, centers = data.gaussian_ring(jax.random.key(0), 8)
+    reward = [rewards.distance(centers[i], scale=4.0, radius=0.1) for i in (0, 4)][:columns]
+
+    def draw(key):
+        x = model.sample(key, params, total)
+        r = reward[0](x) if columns == 1 else jnp.stack([f(x) for f in reward], axis=1)
+        return x, r
+
+    return draw
+
+
+def bench_curators(args, n, ks):
+    """{family: {K: times and ratios}}: each curator against drawing its candidates."""
+    repeats = max(args.repeats, 15) if not args.smoke else 1
+    key = jax.random.key(2)
+    out = {}
+    for k in ks:
+        total = n * k
+        draws = {}
+        for columns in (1, 2):
+            draw = flagship_draw(total, columns)
+            t = _common.time_compiled(jax.jit(draw), key, repeats=repeats)
+            draws[columns] = (draw, jax.jit(draw)(key), t)
+        for name, curator in curator_families(k).items():
+            columns = 2 if name == "mixture" else 1
+            draw, (x, r), t_draw = draws[columns]
+
+            def curate(key, x, r, curator=curator):
+                return sc.curate(key, x, r, k=k, curator=curator)
+
+            def draw_and_curate(key, draw=draw, curator=curator):
+                key_draw, key_curate = jax.random.split(key)
+                x, r = draw(key_draw)
+                return sc.curate(key_curate, x, r, k=k, curator=curator).samples
+
+            t_cur = _common.time_compiled(jax.jit(curate), key, x, r, repeats=repeats)
+            t_both = _common.time_compiled(jax.jit(draw_and_curate), key, repeats=repeats)
+            ratio = t_cur[CLOCK] / t_draw[CLOCK]
+            out.setdefault(name, {})[str(k)] = {
+                "N": n, "K": k, "candidates": total, "reward_columns": columns,
+                "draw_ms": 1e3 * t_draw[CLOCK], "curate_ms": 1e3 * t_cur[CLOCK],
+                "draw_curate_ms": 1e3 * t_both[CLOCK], "ratio": ratio,
+                "within_target": bool(ratio <= CURATOR_TARGET),
+                "overhead": t_both[CLOCK] / t_draw[CLOCK],
+                "draw_wall_ms": 1e3 * t_draw["steady_s"],
+                "curate_wall_ms": 1e3 * t_cur["steady_s"],
+                "curate_compile_s": t_cur["compile_s"]}
+            print(f"  {name} K={k}: draw {1e3 * t_draw[CLOCK]:.3f} ms, curate "
+                  f"{1e3 * t_cur[CLOCK]:.3f} ms, ratio {ratio:.2f}", flush=True)
+    return out
+
+
+def curator_tables(results, ks):
+    """Two text tables: ratio curate / draw, and curate ms, family by K."""
+    ratio_rows, ms_rows = [], []
+    for name, by_k in results.items():
+        ratio_rows.append({"family": name, **{f"K={k}": by_k[str(k)]["ratio"] for k in ks},
+                           "max": max(v["ratio"] for v in by_k.values()),
+                           "ok": "yes" if all(v["within_target"] for v in by_k.values())
+                           else "no"})
+        ms_rows.append({"family": name, **{f"K={k}": by_k[str(k)]["curate_ms"] for k in ks}})
+    for columns in (1, 2):
+        row = next(by_k for name, by_k in results.items()
+                   if (name == "mixture") == (columns == 2))
+        ms_rows.append({"family": f"(draw, {columns} reward col.)",
+                        **{f"K={k}": row[str(k)]["draw_ms"] for k in ks}})
+    cols = [(f"K={k}", ".2f") for k in ks]
+    return (_common.table(ratio_rows, [("family", "")] + cols + [("max", ".2f"), ("ok", "")]),
+            _common.table(ms_rows, [("family", "")] + [(f"K={k}", ".3f") for k in ks]))
+
+
 def main() -> None:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes (for the test suite)")
+    p.add_argument("--section", choices=["all", "throughput", "curators"], default="all",
+                   help="run only the throughput section or only the per-curator section")
     args = p.parse_args()
     if args.smoke:
         sizes, ks, names, args.repeats = [10**3], [4], ["gmm"], 1
+        groups, curator_ks = 64, [4]
     elif args.quick:
         sizes, ks, names, args.repeats = [10**5, 10**6], [4, 64], ["gmm", "categorical"], 3
+        groups, curator_ks = 1024, [2, 4, 16, 64]
     else:
         sizes, ks, names = [10**5, 10**6, 10**7], [2, 4, 16, 64], ["gmm", "categorical"]
+        groups, curator_ks = 4096, [2, 4, 16, 64]
     env = _common.environment()
-    print(f"curation on {env['device']} ({env['backend']}), jax {env['jax']}, {env['cpu']}")
-    rows = []
-    for name in names:
-        for total in sizes:
-            for k in ks:
-                rows.append(bench(args, name, total // k, k))
-                print(f"  {name} N*K={total} K={k}: overhead {rows[-1]['curation_overhead']:.2f}",
-                      flush=True)
-    print(_common.table(rows, [
-        ("model", ""), ("candidates", ""), ("K", ""), ("draw_ms", ".2f"),
-        ("draw_curate_ms", ".2f"), ("curation_overhead", ".2f"), ("inverse_cdf_ms", ".2f"),
-        ("gumbel_max_ms", ".2f"), ("categorical_ms", ".2f"), ("rng_fraction", ".2f")]))
-    largest = max(r["candidates"] for r in rows)
-    head = [r for r in rows if r["model"] == "gmm" and r["candidates"] == largest]
-    overhead = max(r["curation_overhead"] for r in head)
-    speed = {s: float(np.median([r["gumbel_max_ms"] / r[f"{s}_ms"] for r in rows]))
-             for s in SAMPLERS}
-    print(f"curation_overhead (GMM, {largest} candidates, worst K): {overhead:.2f} (target <= 1.5)")
-    print("median speed of each sampler relative to Gumbel-max:",
-          {s: round(v, 2) for s, v in speed.items()})
-    _common.write_json(args.json, {
-        "benchmark": "curation", "environment": env, "settings": vars(args), "rows": rows,
-        "curation_overhead": overhead, "target": {"curation_overhead": 1.5},
-        "sampler_speed_vs_gumbel_max": speed, "sampler": "inverse_cdf"})
+    print(f"curation on {env['device']} ({env['backend']}), jax {env['jax']}, {env['cpu']}, "
+          f"load average {env['load_average_1min']}")
+    payload = {"benchmark": "curation", "environment": env, "settings": vars(args)}
+    if args.section in ("all", "throughput"):
+        rows = []
+        for name in names:
+            for total in sizes:
+                for k in ks:
+                    rows.append(bench(args, name, total // k, k))
+                    print(f"  {name} N*K={total} K={k}: overhead "
+                          f"{rows[-1]['curation_overhead']:.2f}", flush=True)
+        print(_common.table(rows, [
+            ("model", ""), ("candidates", ""), ("K", ""), ("draw_ms", ".2f"),
+            ("draw_curate_ms", ".2f"), ("curation_overhead", ".2f"), ("inverse_cdf_ms", ".2f"),
+            ("gumbel_max_ms", ".2f"), ("categorical_ms", ".2f"), ("rng_fraction", ".2f")]))
+        largest = max(r["candidates"] for r in rows)
+        head = [r for r in rows if r["model"] == "gmm" and r["candidates"] == largest]
+        overhead = max(r["curation_overhead"] for r in head)
+        speed = {s: float(np.median([r["gumbel_max_ms"] / r[f"{s}_ms"] for r in rows]))
+                 for s in SAMPLERS}
+        print(f"curation_overhead (GMM, {largest} candidates, worst K): {overhead:.2f} "
+              f"(target <= 1.5)")
+        print("median speed of each sampler relative to Gumbel-max:",
+              {s: round(v, 2) for s, v in speed.items()})
+        payload.update({"rows": rows, "curation_overhead": overhead,
+                        "target": {"curation_overhead": 1.5},
+                        "sampler_speed_vs_gumbel_max": speed, "sampler": "inverse_cdf"})
+    if args.section in ("all", "curators"):
+        print(f"per curator: {groups} groups, K in {curator_ks}, GMM draw + reward")
+        results = bench_curators(args, groups, curator_ks)
+        ratios, times = curator_tables(results, curator_ks)
+        print("ratio curate / draw (CPU time; target <= 1.5):")
+        print(ratios)
+        print("curate ms per call (CPU time), and the draw's:")
+        print(times)
+        worst = max(((name, k) for name, by_k in results.items() for k in by_k),
+                    key=lambda nk: results[nk[0]][nk[1]]["ratio"])
+        max_ratio = results[worst[0]][worst[1]]["ratio"]
+        print(f"max_ratio: {max_ratio:.2f} ({worst[0]}, K={worst[1]}), target <= "
+              f"{CURATOR_TARGET}")
+        payload.update({"curators": results, "curator_groups": groups, "max_ratio": max_ratio,
+                        "max_ratio_at": {"family": worst[0], "K": int(worst[1])},
+                        "max_ratio_within_target": bool(max_ratio <= CURATOR_TARGET),
+                        "load_average_1min_end": os.getloadavg()[0]})
+        payload.setdefault("target", {})["max_ratio"] = CURATOR_TARGET
+    _common.write_json(args.json, payload)
 
 
 if __name__ == "__main__":

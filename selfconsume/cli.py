@@ -102,7 +102,7 @@ def _report(summary: dict, run_dir: str, metrics: list[str]) -> int:
 def _list() -> None:
     import inspect
 
-    from selfconsume import data, models, rewards
+    from selfconsume import curators, data, models, rewards
     from selfconsume.study import config
 
     def options(factory):
@@ -126,10 +126,14 @@ def _list() -> None:
     print("rewards (reward.options):")
     for name in sorted(rewards.REWARDS):
         print(f"  {name}({options(rewards.REWARDS[name])})")
+    print("curators (curator.options; nested curators as { name = ..., ... }):")
+    for name in sorted(curators.CURATORS):
+        print(f"  {name}({options(curators.CURATORS[name])})")
     print("loop metrics: reward_mean, reward_std, reward_q05..q95, reward_nan_fraction, "
           "kept_reward_mean, is_finite, fit_is_finite; categorical: expected_reward, entropy, "
           "kl_data, tv_data; metrics.exact: exact_reward")
-    print("grid axes (sweep.grid): " + ", ".join(config.GRID_AXES))
+    print("grid axes (sweep.grid): " + ", ".join(config.GRID_AXES) + ", curator.<option> (with "
+          "a [curator]: curator.beta, curator.base.beta, curator.weights.0, ...)")
     print("studies: " + ", ".join(config.shipped_studies()))
 
 

@@ -666,9 +666,11 @@ def _check_grid(grid, fn):
     accepted = _keyword_names(fn)
     coords, fed = {}, {}
     for name, values in grid.items():
-        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        if not isinstance(name, str) or not name or (accepted is not None and (
+                not name.isidentifier() or keyword.iskeyword(name))):
             raise ValueError(f"`grid` axis names must be Python identifiers (they are passed as "
-                             f"keyword arguments to fn); got {name!r}.")
+                             f"keyword arguments to fn; any non-empty string when fn takes "
+                             f"**kwargs); got {name!r}.")
         if name == "seed":
             raise ValueError("`grid` axis name 'seed' is reserved for the seed axis; rename it.")
         if accepted is not None and name not in accepted:

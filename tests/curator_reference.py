@@ -9,11 +9,12 @@ over all M**k tuples. Specs are plain tuples, independent of the package:
     ("adversarial", base_spec, eps) ("mixture", [specs], weights) ("sequential", first, second)
 """
 
+import functools
 import itertools
 import math
 
 import numpy as np
-from scipy import integrate, stats
+from scipy import integrate, special
 
 
 def _col(rewards, column):
@@ -40,19 +41,29 @@ def _rankings(r, beta):
 
 
 def _thurstone(r, sigma):
+    return np.array(_thurstone_cached(tuple(float(x) for x in r), float(sigma)))
+
+
+@functools.lru_cache(maxsize=None)
+def _thurstone_cached(r, sigma):
+    """P(candidate j has the largest r + sigma Z) by adaptive quadrature in Z_j (memoised on the
+    tuple of rewards: the enumeration meets the same few tuples again and again)."""
+    r = np.asarray(r)
     k = len(r)
     if sigma == 0:
         best = r == r.max()
-        return best / best.sum()
+        return tuple(best / best.sum())
     if math.isinf(sigma):
-        return np.full(k, 1.0 / k)
+        return tuple(np.full(k, 1.0 / k))
     out = np.zeros(k)
     for j in range(k):
+        others = np.array([r[i] for i in range(k) if i != j])
+
         def f(z):
-            return stats.norm.pdf(z) * np.prod([stats.norm.cdf((r[j] + sigma * z - r[i]) / sigma)
-                                                for i in range(k) if i != j])
+            return (math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+                    * np.prod(special.ndtr((r[j] + sigma * z - others) / sigma)))
         out[j] = integrate.quad(f, -12, 12, epsabs=1e-14, epsrel=1e-12, limit=200)[0]
-    return out
+    return tuple(out)
 
 
 def kept_count(spec, k):
@@ -141,3 +152,33 @@ def top_fraction_limit(p, r, k):
         if budget <= 0:
             break
     return h
+
+
+
+def top_fraction_counts(rng, p, r, k, n, reps):
+    """Simulated pooled top-1/k selection: ``(reps, M)`` counts of the states kept when the best
+    ``n`` of ``n*k`` iid draws from ``p`` are kept (by reward ``r``, ties broken uniformly), each
+    replicate independent: the finite-``n`` law that the population limit only approximates.
+
+    By counts, not by sorting: the candidate counts per state are multinomial(n*k, p); walking
+    down the reward levels, a level is kept whole while it fits, and at the level where the budget
+    runs out a uniformly random subset of its candidates is kept, i.e. a multivariate
+    hypergeometric draw over its states.
+    """
+    p, r = np.asarray(p, np.float64), np.asarray(r, np.float64)
+    candidates = rng.multinomial(n * k, p, size=reps)
+    kept = np.zeros_like(candidates)
+    for i in range(reps):
+        budget = n
+        for level in sorted(set(r), reverse=True):
+            on = np.flatnonzero(r == level)
+            here = candidates[i, on]
+            if here.sum() <= budget:
+                kept[i, on] = here
+                budget -= here.sum()
+            else:
+                kept[i, on] = rng.multivariate_hypergeometric(here, budget)
+                budget = 0
+            if budget == 0:
+                break
+    return kept

@@ -12,7 +12,7 @@ From a validated configuration (:mod:`selfconsume.study.config`), :func:`build` 
   ``params0 = model.init(split(k)[0], real)`` and ``run(split(k)[1], params0, ...)``, so a study
   equals :func:`selfconsume.sweep` over that function;
 * with ``metrics.exact = true``, the exact population curve of :mod:`selfconsume.theory` on a grid
-  that covers the data.
+  that covers the data (the expected main reward, column 0, under the study's curator).
 
 Everything that can only be checked against the data (a model that does not fit them, a metric the
 study does not record, data outside the exact grid) raises :class:`ConfigError` here, before
@@ -34,7 +34,7 @@ from selfconsume import models as models_lib
 from selfconsume import retrain
 from selfconsume import rewards as rewards_lib
 from selfconsume.execution import Generations
-from selfconsume.study.config import ConfigError
+from selfconsume.study.config import ConfigError, curator_from
 
 __all__ = ["Study", "build", "reward_function", "CLASSIFIER_REWARDS", "exact_grid"]
 
@@ -76,21 +76,37 @@ class Study:
 
 
 def reward_function(cfg: dict, centers, classifier=None):
-    """The study's reward at scale 1 from its ``[reward]`` section and the dataset's centres."""
+    """The study's reward at scale 1 from its ``[reward]`` section and the dataset's centres; with
+    ``reward.columns``, a function returning ``(n, 1 + len(columns))`` rewards (column 0 is
+    ``[reward]``)."""
     r = cfg["reward"]
-    options = dict(r["options"])
+    main = _one_reward(r["name"], r["mode"], r["options"], cfg, centers, "reward", classifier)
+    if not r["columns"]:
+        return main
+    others = [_one_reward(col["name"], col.get("mode", -1), col.get("options", {}), cfg,
+                          centers, f"reward.columns[{i}]") for i, col in enumerate(r["columns"])]
+    fns = [main] + others
+
+    def columns(x):
+        return jnp.stack([f(x) for f in fns], axis=-1)
+
+    return columns
+
+
+def _one_reward(name, mode, options, cfg, centers, where, classifier=None):
+    options = dict(options)
     options.pop("scale", None)
     if classifier is not None:
         options["classifier"] = classifier
-    if r["mode"] >= 0:
-        if centers is None or r["mode"] >= len(centers):
-            raise ConfigError(f"`reward.mode` must be a mode index of dataset "
-                              f"{cfg['data']['name']!r}; got {r['mode']!r}")
-        options["center"] = np.asarray(centers[r["mode"]])
+    if mode >= 0:
+        if centers is None or mode >= len(centers):
+            raise ConfigError(f"`{where}.mode` must be a mode index of dataset "
+                              f"{cfg['data']['name']!r}; got {mode!r}")
+        options["center"] = np.asarray(centers[mode])
     try:
-        return rewards_lib.REWARDS[r["name"]](**options, scale=1.0)
+        return rewards_lib.REWARDS[name](**options, scale=1.0)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"`reward.options` do not fit reward {r['name']!r}: {err}") from None
+        raise ConfigError(f"`{where}.options` do not fit reward {name!r}: {err}") from None
 
 
 def _load_images(d: dict, seed: int):
@@ -217,11 +233,17 @@ def build(cfg: dict) -> Study:
             params0 = model.init(key, real)
         return retrain.init_state(params0, model=model, config=config, real_data=real)
 
+    columns = len(cfg["reward"]["columns"])
+
     def chunk(keys, state, **point):
-        return retrain.run_chunk(keys, state, hyper(point), real, **options)
+        state, history = retrain.run_chunk(keys, state, hyper(point), real,
+                                           curator=curator_from(cfg["curator"], point), **options)
+        return state, _split_columns(history, columns)
 
     def final(key, state, **point):
-        return retrain.final_record(key, state, hyper(point), real, **options)
+        return _split_columns(retrain.final_record(
+            key, state, hyper(point), real, curator=curator_from(cfg["curator"], point),
+            **options), columns)
 
     program = Generations(init=init, chunk=chunk, final=final,
                           num_generations=lp["num_generations"])
@@ -238,6 +260,23 @@ def build(cfg: dict) -> Study:
     return Study(cfg=cfg, real=real, centers=centers, model=model, reward_fn=reward_fn,
                  metrics_fn=study_metrics, config=config, program=program, grid=grid, recorded=recorded, exact=exact,
                  notes=notes)
+
+
+_REWARD_METRICS = ("kept_reward_mean", "expected_reward")
+
+
+def _split_columns(record: dict, columns: int) -> dict:
+    """With ``reward.columns``, the loop's reward metrics are vectors (main reward, then each
+    column): the main reward keeps the metric's name and column j is ``<name>_<j>``."""
+    if not columns:
+        return record
+    out = dict(record)
+    for name, value in record.items():
+        if name.startswith("reward_") or name in _REWARD_METRICS:
+            out[name] = value[..., 0]
+            for j in range(1, columns + 1):
+                out[f"{name}_{j}"] = value[..., j]
+    return out
 
 
 def _recorded(program: Generations, grid: dict) -> tuple[str, ...]:
@@ -309,10 +348,13 @@ def _exact_rewards(cfg, real, reward_fn, base_scale, grid_axes):
     for point in points:
         scale = float(point.get("reward_scale", base_scale))
         k = int(point.get("num_candidates", lp["num_candidates"] or lp["k"]) or lp["k"])
+        curator = curator_from(cfg["curator"], {a: float(v) for a, v in point.items()})
+        rule = dict(beta=float(point.get("beta", lp["beta"]))) if curator is None else dict(
+            curator=curator)
         traj = theory.trajectory(p0, jnp.asarray(scale * base, p0.dtype),
-                                 num_generations=lp["num_generations"], k=k,
-                                 beta=float(point.get("beta", lp["beta"])), p_data=p0,
+                                 num_generations=lp["num_generations"], k=k, p_data=p0,
                                  real_fraction=float(point.get("real_fraction",
-                                                               lp["real_fraction"])))
-        out.append(np.asarray(traj) @ (scale * base))
+                                                               lp["real_fraction"])), **rule)
+        first = base if base.ndim == 1 else base[:, 0]  # the main reward, column 0
+        out.append(np.asarray(traj) @ (scale * first))
     return np.stack(out), grid

@@ -1,7 +1,7 @@
 """Study configuration: the TOML schema, its validation and its round trip.
 
-A study is a TOML document with sections ``[data]``, ``[model]``, ``[reward]``, ``[loop]``,
-``[sweep]``, ``[metrics]``, ``[plots]``, ``[classifier]`` (image rewards), an optional
+A study is a TOML document with sections ``[data]``, ``[model]``, ``[reward]``, ``[curator]``,
+``[loop]``, ``[sweep]``, ``[metrics]``, ``[plots]``, ``[classifier]`` (image rewards), an optional
 ``[quick_overrides]`` table of dotted keys applied when ``quick = true`` (``--quick``), and
 ``[[claims]]``. :func:`load_config` reads it, applies ``section.key=value`` overrides and
 :func:`validate` checks every key, filling in defaults; every problem is a :class:`ConfigError`
@@ -11,6 +11,16 @@ when the study is built (:mod:`selfconsume.study.build`), before anything is com
 
 Studies shipped with the package (``selfconsume/study/studies/*.toml``) run by name from any
 folder (:func:`find_study`).
+
+``[curator]`` names a choice rule of :mod:`selfconsume.curators` and its options (nested curators
+as inline tables with a ``name``); empty, the loop keeps 1 of ``loop.k`` with
+``softmax(loop.beta * r)``. Its numeric options are grid axes ``curator.<option>`` (dotted into
+nested curators, ``curator.base.beta``; list entries by index, ``curator.weights.0``; sweeping
+entry 0 of a two-component mixture's weights sets ``weights = [q, 1 - q]``). ``reward.columns``
+adds reward functions (tables like ``[reward]``: ``name``, ``mode``, ``options``) as columns 1, 2,
+... after the main reward (column 0), for curators that read several; the reward metrics of
+column j are recorded as ``<metric>_<j>`` (``reward_mean_1``), the main reward's keep their
+names.
 """
 
 from __future__ import annotations
@@ -23,12 +33,14 @@ import os
 import tomllib
 from typing import Any
 
+from selfconsume import curators as curators_lib
 from selfconsume import data as data_lib
 from selfconsume import models as models_lib
 from selfconsume import retrain
 from selfconsume import rewards as rewards_lib
 
 __all__ = ["ConfigError", "ClaimFailed", "NumericalError", "load_config", "validate", "to_toml",
+           "curator_from",
            "find_study", "shipped_studies", "DEMO", "SCHEMA", "GRID_AXES", "CLAIM_TESTS",
            "STUDIES_DIR"]
 
@@ -59,7 +71,9 @@ SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
              "path": ("str", "")},
     "classifier": {"steps": ("int", 2000), "hidden": ("list", [256, 128]), "seed": ("int", 0)},
     "model": {"name": ("str", _REQUIRED), "options": ("table", {})},
-    "reward": {"name": ("str", _REQUIRED), "mode": ("int", -1), "options": ("table", {})},
+    "reward": {"name": ("str", _REQUIRED), "mode": ("int", -1), "options": ("table", {}),
+               "columns": ("list", [])},
+    "curator": {"name": ("str", ""), "options": ("table", {})},
     "loop": {"num_generations": ("int", 20), "num_samples": ("int", 1024), "k": ("int", 4),
              "regime": ("str", "replace"), "beta": ("float_or_inf", 1.0),
              "real_fraction": ("float", 0.0), "num_candidates": ("int", 0),
@@ -218,8 +232,17 @@ def validate(cfg: dict) -> dict:
     _need("sweep.seeds", sw["seeds"] >= 1, "an integer >= 1", sw["seeds"])
     _need("sweep.devices", sw["devices"] >= 0, "an integer >= 0 (0 = every device: one per core "
           "on a CPU)", sw["devices"])
+    _validate_reward_columns(r)
+    curated_by = _validate_curator(out, len(r["columns"]) + 1)
     for axis, values in sw["grid"].items():
-        _need(f"sweep.grid.{axis}", axis in GRID_AXES, f"one of {list(GRID_AXES)}", axis)
+        if axis.startswith("curator."):
+            _validate_curator_axis(out, axis, values)
+            continue
+        _need(f"sweep.grid.{axis}", axis in GRID_AXES, f"one of {list(GRID_AXES)} or "
+              "curator.<option> (with a [curator])", axis)
+        _need(f"sweep.grid.{axis}", not curated_by or axis not in ("beta", "num_candidates"),
+              f"a curator option with [curator] name = {curated_by!r} (sweep curator.<option>; "
+              "loop.beta and num_candidates belong to the default Luce rule)", axis)
         _need(f"sweep.grid.{axis}", isinstance(values, list) and len(values) > 0 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
             "a non-empty list of numbers", values)
@@ -281,6 +304,93 @@ def validate(cfg: dict) -> dict:
                   f"{list(sw['grid'])}", axis)
         out["claims"].append(c)
     return out
+
+
+def _validate_reward_columns(r: dict) -> None:
+    for i, col in enumerate(r["columns"]):
+        where = f"reward.columns[{i}]"
+        _need(where, isinstance(col, dict) and "name" in col and set(col) <= {
+            "name", "mode", "options"}, "a table { name = ..., mode = ..., options = {...} }", col)
+        _need(f"{where}.name", col["name"] in rewards_lib.REWARDS and col["name"] not in
+              CLASSIFIER_REWARDS, f"one of {sorted(set(rewards_lib.REWARDS) - set(CLASSIFIER_REWARDS))}",
+              col["name"])
+        _need(f"{where}.mode", isinstance(col.get("mode", -1), int), "an integer",
+              col.get("mode"))
+        _need(f"{where}.options", isinstance(col.get("options", {}), dict), "a table",
+              col.get("options"))
+
+
+def _validate_curator(out: dict, num_columns: int) -> str:
+    """Checks ``[curator]`` by building it; returns its name ('' for the default Luce rule)."""
+    cur, lp = out["curator"], out["loop"]
+    if not cur["name"]:
+        _need("curator.options", not cur["options"], "empty without a curator.name",
+              cur["options"])
+        return ""
+    _need("curator.name", cur["name"] in curators_lib.CURATORS,
+          f"one of {sorted(curators_lib.CURATORS)}", cur["name"])
+    built = curator_from(cur)
+    for column in built.columns():
+        _need("curator.options", column is None and num_columns == 1 or column is not None
+              and column < num_columns, f"reward columns in [0, {num_columns - 1}] (column 0 is "
+              f"[reward], 1.. are reward.columns; `column` is required with several)", cur["options"])
+    try:
+        kept = built.kept(lp["k"])
+    except ValueError as err:
+        raise ConfigError(f"`curator.options`: {err}") from None
+    _need("loop.num_samples", lp["num_samples"] % kept == 0, f"a multiple of the {kept} samples "
+          f"the curator keeps per group", lp["num_samples"])
+    _need("loop.num_candidates", lp["num_candidates"] == 0, "0 with a [curator] (it applies to "
+          "the default Luce rule)", lp["num_candidates"])
+    return cur["name"]
+
+
+def curator_from(section: dict, point: dict | None = None):
+    """The curator of a ``[curator]`` section with the grid values of ``point`` (keys
+    ``curator.<option>``) substituted; ``None`` without a name. Raises :class:`ConfigError`."""
+    if not section["name"]:
+        return None
+    options = copy.deepcopy(section["options"])
+    for axis, value in (point or {}).items():
+        if axis.startswith("curator."):
+            _set_option(options, axis.split(".")[1:], value)
+    try:
+        return curators_lib.get(section["name"], **options)
+    except ValueError as err:
+        raise ConfigError(f"`curator.options` do not fit curator {section['name']!r}: "
+                          f"{str(err).splitlines()[0]}") from None
+
+
+def _set_option(options, path: list[str], value) -> None:
+    node = options
+    for part in path[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    last = path[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+        if path[-2:-1] == ["weights"] and len(node) == 2 and last == "0":
+            node[1] = 1 - value  # a two-component mixture swept by its first weight
+    else:
+        node[last] = value
+
+
+def _validate_curator_axis(out: dict, axis: str, values) -> None:
+    where = f"sweep.grid.{axis}"
+    _need(where, bool(out["curator"]["name"]), "an axis of a study with a [curator]", axis)
+    node = out["curator"]["options"]
+    try:
+        for part in axis.split(".")[1:]:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        ok = isinstance(node, (int, float)) and not isinstance(node, bool)
+    except (KeyError, IndexError, ValueError, TypeError):
+        ok = False
+    _need(where, ok, "a numeric option given in curator.options (e.g. curator.beta, "
+          "curator.base.beta, curator.weights.0)", axis)
+    _need(where, isinstance(values, list) and len(values) > 0 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
+        "a non-empty list of numbers", values)
+    for v in values:  # each value must give a valid curator
+        curator_from(out["curator"], {axis: v})
 
 
 def _toml_value(v) -> str:

@@ -1,0 +1,800 @@
+"""Tests of the curators (selfconsume.curators): exact kept laws against enumeration, samplers
+against the exact laws, pytree structure, argument errors, traced invalid values, and the
+curator=None paths.
+
+The references are in tests/curator_reference.py (NumPy, independent of the package): the kept
+law of one group by enumeration of all K-tuples and all rankings, the population limit of pooled
+top-fraction selection, and a simulation of its finite-n law.
+"""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import selfconsume as sc
+from selfconsume import curators as cur
+from selfconsume import theory
+from tests import curator_reference as ref
+
+# Statistical tests below use fixed keys and seeds, so each either always passes or always fails;
+# ALPHA is the significance level of each assertion: the probability that a correct
+# implementation fails it with an arbitrary key (the expected false-failure rate per assertion).
+ALPHA = 1e-3
+INF = math.inf
+
+# The exact factors are quadratures (Gauss-Hermite-like trapezoidal rules on analytic
+# integrands, which converge spectrally) or closed forms; against enumeration in float64 the
+# measured errors are ~1e-14 (largest 1.1e-14, luce(inf) on two columns). 1e-10 leaves four
+# orders of magnitude for other platforms and BLAS while still failing any modelling error.
+EXACT_TOL = 1e-10
+
+
+# ------------------------------------------------------------------------------------------------
+# Curator builders: (factory, reference spec). The factory runs inside the test, so that under the
+# x64 fixture the rates are float64 leaves (a curator built outside holds float32 rates).
+# ------------------------------------------------------------------------------------------------
+
+
+def _luce(beta, column=None):
+    return (lambda: cur.luce(beta, column=column)), ("luce", beta, column)
+
+
+def _top_m(m, beta, column=None):
+    return (lambda: cur.top_m(m, beta, column=column)), ("top_m", m, beta, column)
+
+
+def _thurstone(sigma, column=None):
+    return (lambda: cur.thurstone(sigma, column=column)), ("thurstone", sigma, column)
+
+
+def _adversarial(base, eps):
+    return (lambda: cur.adversarial(base[0](), eps)), ("adversarial", base[1], eps)
+
+
+def _mixture(components, weights):
+    return ((lambda: cur.mixture([c[0]() for c in components], weights)),
+            ("mixture", [c[1] for c in components], list(weights)))
+
+
+def _sequential(first, second):
+    return (lambda: cur.sequential(first[0](), second[0]())), ("sequential", first[1], second[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. Exact factor against enumeration (float64)
+# ------------------------------------------------------------------------------------------------
+
+# M = 4 states with ties in both reward columns (states 1, 2 in column 0; states 0, 3 in column 1).
+TABLE4 = np.array([[0.0, 1.0], [0.8, 0.0], [0.8, 2.0], [1.5, 1.0]])
+
+
+def _case(pair, ks, two_columns=False, id=None):
+    return pytest.param(pair, ks, two_columns, id=id)
+
+
+EXACT_CASES = (
+    [_case(_luce(b), (2, 3, 4), id=f"luce-{b}") for b in (0.0, 1.3, 4.0, INF)]
+    + [_case(_luce(1.3, column=1), (2, 3, 4), True, id="luce-1.3-col1"),
+       _case(_luce(INF, column=1), (2, 3, 4), True, id="luce-inf-col1")]
+    + [_case(_top_m(m, b), tuple(k for k in (2, 3, 4) if k >= m), id=f"top_m-{m}-{b}")
+       for m, b in [(1, 0.7), (2, 0.7), (2, INF), (3, 2.0), (3, INF)]]
+    + [_case(_top_m(2, 1.5, column=1), (2, 3, 4), True, id="top_m-2-1.5-col1")]
+    # scipy quad per distinct reward tuple (memoised in the reference): cheap up to K = 4
+    + [_case(_thurstone(s), (2, 3, 4), id=f"thurstone-{s}") for s in (0.0, 0.3, 1.0, INF)]
+    + [_case(_thurstone(0.6, column=1), (2, 3), True, id="thurstone-0.6-col1")]
+    + [_case(_adversarial(base, eps), (2, 3, 4), id=f"adversarial-{name}-{eps}")
+       for name, base in [("luce", _luce(1.5)), ("luce_inf", _luce(INF)),
+                          ("top_m", _top_m(2, 0.8)), ("thurstone", _thurstone(0.6))]
+       for eps in (0.0, 0.3, 1.0)]
+    + [_case(_adversarial(_luce(1.5, column=1), 0.3), (2, 3, 4), True, id="adversarial-col1")]
+    + [_case(_mixture([_luce(2.0, 0), _thurstone(0.5, 1), _luce(INF, 1)], (0.5, 0.3, 0.2)),
+             (2, 3, 4), True, id="mixture-luce-thurstone-best"),
+       _case(_mixture([_top_m(2, 1.0, 0), _top_m(2, INF, 1)], (0.6, 0.4)), (2, 3, 4), True,
+             id="mixture-top_m"),
+       _case(_mixture([_luce(0.5), _adversarial(_thurstone(0.4), 0.5)], (0.3, 0.7)), (2, 3),
+             id="mixture-one-column")]
+    + [_case(_sequential(_top_m(2, 0.7, 0), _luce(1.5, 1)), (2, 3, 4), True,
+             id="sequential-top2-luce-cols"),
+       _case(_sequential(_top_m(3, 1.2, 1), _luce(0.8, 0)), (3, 4), True,
+             id="sequential-top3-luce-cols"),
+       _case(_sequential(_top_m(2, 0.5, 0), _thurstone(0.6, 1)), (2, 3, 4), True,
+             id="sequential-top2-thurstone-cols"),
+       _case(_sequential(_top_m(3, 0.9), _thurstone(1.5)), (3, 4), id="sequential-top3-thurstone"),
+       _case(_sequential(_top_m(2, 2.0), _luce(0.0)), (3, 4), id="sequential-second-uniform"),
+       _case(_sequential(_top_m(1, 0.7), _luce(3.0)), (2, 3), id="sequential-top1")]
+)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("pair,ks,two_columns", EXACT_CASES)
+def test_factor_matches_enumeration(x64, pair, ks, two_columns, seed):
+    build, spec = pair
+    p = np.random.default_rng(seed).dirichlet(np.ones(4))
+    rewards = TABLE4 if two_columns else TABLE4[:, 0]
+    curator = build()
+    for k in ks:
+        got = theory.curation_factor(jnp.asarray(p), jnp.asarray(rewards), k=k, curator=curator)
+        assert got.dtype == jnp.float64
+        want = ref.factor(spec, p, rewards, k)
+        err = float(np.max(np.abs(np.asarray(got) - want)))
+        assert err <= EXACT_TOL, f"k={k}: max abs error {err:.3g}"
+        # the same factor, called on the curator directly (no argument checks on the way)
+        direct = curator.factor(jnp.asarray(p), jnp.asarray(rewards).reshape(4, -1), k=k,
+                                num_nodes=256)
+        np.testing.assert_allclose(direct, got, rtol=0, atol=1e-13)
+
+
+def test_adversarial_luce_k2_is_affine_in_eps(x64):
+    """The docstring's closed form for k = 2: H_eps = (1 - 2 eps) H + 2 eps."""
+    p = np.random.default_rng(2).dirichlet(np.ones(4))
+    r = jnp.asarray(TABLE4[:, 0])
+    h = theory.curation_factor(jnp.asarray(p), r, k=2, curator=cur.luce(1.7))
+    for eps in (0.0, 0.25, 0.5, 1.0):
+        got = theory.curation_factor(jnp.asarray(p), r, k=2,
+                                     curator=cur.adversarial(cur.luce(1.7), eps))
+        np.testing.assert_allclose(got, (1 - 2 * eps) * h + 2 * eps, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 7])
+def test_top_fraction_factor_is_the_population_limit(x64, k):
+    for seed in range(3):
+        p = np.random.default_rng(seed).dirichlet(np.ones(4))
+        for column, r in [(None, TABLE4[:, :1]), (0, TABLE4), (1, TABLE4)]:
+            got = theory.curation_factor(jnp.asarray(p), jnp.asarray(r), k=k,
+                                         curator=cur.top_fraction(column=column))
+            want = ref.top_fraction_limit(p, r[:, 0 if column is None else column], k)
+            # a closed form: only rounding separates the two
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(np.sum(p * np.asarray(got)), 1.0, rtol=0, atol=1e-12)
+
+
+def test_top_fraction_factor_on_level_boundaries(x64):
+    """1/k exactly at the edge of a level: the levels below get nothing, not a rounding crumb."""
+    p = jnp.array([0.5, 0.25, 0.25])
+    r = jnp.array([0.0, 1.0, 2.0])
+    curator = cur.top_fraction()
+    np.testing.assert_array_equal(theory.curation_factor(p, r, k=4, curator=curator), [0, 0, 4])
+    np.testing.assert_array_equal(theory.curation_factor(p, r, k=2, curator=curator), [0, 2, 2])
+    np.testing.assert_array_equal(ref.top_fraction_limit(p, r, 4), [0, 0, 4])
+    np.testing.assert_array_equal(ref.top_fraction_limit(p, r, 2), [0, 2, 2])
+
+
+def test_top_fraction_k1_keeps_everything_and_k_inf_the_top_level(x64):
+    p = jnp.asarray(np.random.default_rng(3).dirichlet(np.ones(4)))
+    table = jnp.asarray(TABLE4)
+    for column in (0, 1):
+        curator = cur.top_fraction(column=column)
+        np.testing.assert_array_equal(theory.curation_factor(p, table, k=1, curator=curator),
+                                      np.ones(4))
+        # the curator's own k = 1 branch, not only the shortcut of curation_factor
+        np.testing.assert_allclose(curator.factor(p, table, k=1, num_nodes=64), np.ones(4),
+                                   rtol=0, atol=1e-15)
+        r = TABLE4[:, column]
+        top = r == r.max()
+        want = top / np.sum(np.asarray(p)[top])
+        np.testing.assert_allclose(theory.curation_factor(p, table, k=INF, curator=curator), want,
+                                   rtol=1e-14)
+    # sampling with k = 1: every candidate is kept, in order
+    out = sc.curate(jax.random.key(0), jnp.arange(12), jnp.arange(12.0) % 3, k=1,
+                    curator=cur.top_fraction())
+    np.testing.assert_array_equal(out.index, np.arange(12))
+    np.testing.assert_array_equal(out.samples, np.arange(12))
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. Normalisation in float32 on a larger instance
+# ------------------------------------------------------------------------------------------------
+
+NORM_CURATORS = [
+    pytest.param(lambda: cur.luce(2.0, column=0), True, id="luce"),
+    pytest.param(lambda: cur.luce(INF, column=1), True, id="luce-inf"),
+    pytest.param(lambda: cur.top_m(3, 1.5, column=0), True, id="top_m"),
+    pytest.param(lambda: cur.top_m(2, INF, column=1), True, id="top_m-inf"),
+    pytest.param(lambda: cur.thurstone(0.4, column=0), True, id="thurstone"),
+    pytest.param(lambda: cur.thurstone(0.0, column=1), True, id="thurstone-0"),
+    pytest.param(lambda: cur.adversarial(cur.luce(3.0, column=0), 0.3), True, id="adversarial"),
+    pytest.param(lambda: cur.mixture([cur.luce(1.0, column=0), cur.thurstone(0.7, column=1)],
+                                     [0.25, 0.75]), True, id="mixture"),
+    pytest.param(lambda: cur.sequential(cur.top_m(3, 1.0, column=0),
+                                        cur.luce(2.0, column=1)), False, id="sequential-luce"),
+    pytest.param(lambda: cur.sequential(cur.top_m(2, 0.8, column=1),
+                                        cur.thurstone(0.5, column=0)), False,
+                 id="sequential-thurstone"),
+    pytest.param(lambda: cur.top_fraction(column=1), True, id="top_fraction"),
+]
+
+
+@pytest.mark.parametrize("build,k_inf", NORM_CURATORS)
+def test_factor_is_normalised_in_float32(build, k_inf):
+    rng = np.random.default_rng(5)
+    p = jnp.asarray(rng.dirichlet(np.ones(50)), jnp.float32)
+    table = jnp.asarray(rng.normal(size=(50, 2)), jnp.float32)
+    table = table.at[7].set(table[3])  # a tie in both columns
+    curator = build()
+    for k in [2, 5, 16] + ([INF] if k_inf else []):
+        h = theory.curation_factor(p, table, k=k, curator=curator)
+        assert h.dtype == jnp.float32
+        assert bool(jnp.all(jnp.isfinite(h))) and bool(jnp.all(h >= 0))
+        # 50 float32 terms: rounding ~1e-7; the quadratures are at float32 resolution
+        total = float(jnp.sum(p * h))
+        assert abs(total - 1.0) <= 1e-5, f"k={k}: sum p H = {total!r}"
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. Samplers against the exact kept law (chi-square)
+# ------------------------------------------------------------------------------------------------
+
+P5 = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+# ties in column 0 (states 1, 2) and column 1 (states 1, 4)
+TABLE5 = np.array([[0.0, 1.0], [0.5, 0.0], [0.5, 2.0], [1.0, 0.5], [2.0, 0.0]])
+NUM_GROUPS = 20_000
+
+
+def _chi2_pvalue(counts, probs):
+    """Pearson chi-square p-value of counts against probabilities (zero-probability cells must
+    have zero counts, which is asserted)."""
+    counts, probs = np.asarray(counts, np.float64), np.asarray(probs, np.float64)
+    on = probs > 0
+    assert counts[~on].sum() == 0, "a zero-probability outcome was observed"
+    if on.sum() == 1:
+        return 1.0
+    expected = probs[on] / probs[on].sum() * counts.sum()
+    return stats.chisquare(counts[on], expected).pvalue
+
+
+def _wald_pvalue(group_counts, mean):
+    """Wald test that iid per-group count vectors ``(n, M)`` have expectation ``mean``.
+
+    The m kept rows of one group are not independent draws (they are distinct candidates of one
+    ranking), so Pearson's statistic on all n*m rows is not chi-square; the groups are iid, so
+    ``T = n d' S^-1 d`` (d the mean difference, S the sample covariance of the group counts) is
+    chi-square with (cells - 1) degrees of freedom as n grows (the counts of a group sum to m:
+    one cell is dropped).
+    """
+    group_counts, mean = np.asarray(group_counts, np.float64), np.asarray(mean, np.float64)
+    on = mean > 0
+    assert group_counts[:, ~on].sum() == 0, "a zero-probability outcome was observed"
+    x = group_counts[:, on][:, :-1]
+    if x.shape[1] == 0:
+        return 1.0
+    d = x.mean(axis=0) - mean[on][:-1]
+    s = np.atleast_2d(np.cov(x, rowvar=False))
+    t = x.shape[0] * float(d @ np.linalg.solve(s, d))
+    return stats.chi2.sf(t, x.shape[1])
+
+
+SAMPLER_CASES = [
+    pytest.param(lambda: cur.luce(1.5), 3, False, id="luce"),
+    pytest.param(lambda: cur.luce(INF), 4, False, id="luce-inf"),
+    pytest.param(lambda: cur.luce(0.8, column=1), 2, True, id="luce-col1"),
+    pytest.param(lambda: cur.top_m(2, 1.0), 4, False, id="top_m-2"),
+    pytest.param(lambda: cur.top_m(3, INF), 4, False, id="top_m-3-inf"),
+    pytest.param(lambda: cur.top_m(2, 0.7, column=1), 3, True, id="top_m-2-col1"),
+    pytest.param(lambda: cur.thurstone(0.5), 3, False, id="thurstone"),
+    pytest.param(lambda: cur.thurstone(0.0), 4, False, id="thurstone-0"),
+    pytest.param(lambda: cur.thurstone(INF), 3, False, id="thurstone-inf"),
+    pytest.param(lambda: cur.thurstone(1.0, column=1), 4, True, id="thurstone-col1"),
+    pytest.param(lambda: cur.adversarial(cur.luce(2.0), 0.3), 3, False, id="adversarial-luce"),
+    pytest.param(lambda: cur.adversarial(cur.top_m(2, 1.0), 0.5), 4, False,
+                 id="adversarial-top_m"),
+    pytest.param(lambda: cur.adversarial(cur.thurstone(0.0), 1.0), 3, False,
+                 id="adversarial-worst"),
+    pytest.param(lambda: cur.mixture([cur.luce(2.0, column=0), cur.thurstone(0.5, column=1)],
+                                     [0.4, 0.6]), 3, True, id="mixture"),
+    pytest.param(lambda: cur.mixture([cur.top_m(2, INF, column=0), cur.top_m(2, 0.5, column=1)],
+                                     [0.5, 0.5]), 4, True, id="mixture-top_m"),
+    pytest.param(lambda: cur.sequential(cur.top_m(2, 1.0, column=0), cur.luce(2.0, column=1)),
+                 4, True, id="sequential-luce"),
+    pytest.param(lambda: cur.sequential(cur.top_m(3, 0.5), cur.thurstone(0.7)), 4, False,
+                 id="sequential-thurstone"),
+    pytest.param(lambda: cur.sequential(cur.top_m(2, 0.8, column=1),
+                                        cur.thurstone(0.5, column=0)), 3, True,
+                 id="sequential-thurstone-cols"),
+]
+
+
+def _draw_candidates(key, k, n, two_columns):
+    states = jax.random.choice(key, P5.shape[0], (n * k,), p=jnp.asarray(P5, jnp.float32))
+    table = jnp.asarray(TABLE5 if two_columns else TABLE5[:, 0], jnp.float32)
+    return states, table, table[states]
+
+
+@pytest.mark.parametrize("build,k,two_columns", SAMPLER_CASES)
+def test_sampler_follows_the_exact_law(build, k, two_columns):
+    curator = build()
+    n = NUM_GROUPS
+    key_draw, key_curate = jax.random.split(jax.random.key(20))
+    states, table, rewards = _draw_candidates(key_draw, k, n, two_columns)
+    out = sc.curate(key_curate, states, rewards, k=k, curator=curator)
+    m = curator.kept(k)
+    assert out.samples.shape == (n * m,) and out.index.dtype == jnp.int32
+    assert out.rewards.shape == (n * m,) + rewards.shape[1:]
+    # rows: group by group, m distinct positions in [0, k), the kept rewards those of the samples
+    index = np.asarray(out.index).reshape(n, m)
+    assert np.all((index >= 0) & (index < k))
+    assert np.all(np.diff(np.sort(index, axis=1), axis=1) > 0)
+    rows = (np.arange(n)[:, None] * k + index).reshape(-1)
+    np.testing.assert_array_equal(out.samples, np.asarray(states)[rows])
+    np.testing.assert_array_equal(out.rewards, np.asarray(rewards)[rows])
+
+    q = np.asarray(theory.curated(jnp.asarray(P5, jnp.float32), table, k=k, curator=curator),
+                   np.float64)
+    kept = np.asarray(out.samples).reshape(n, m)
+    # One kept row per group, uniformly among the m (a NumPy draw independent of the curation):
+    # iid draws from the law of one uniform kept sample, p H; Pearson at level ALPHA.
+    pick = np.random.default_rng(21).integers(m, size=n)
+    one = kept[np.arange(n), pick]
+    counts = np.bincount(one, minlength=5)
+    assert _chi2_pvalue(counts, q) > ALPHA
+    if m > 1:
+        # All m kept rows together: m times the law of one uniform kept sample (Wald, ALPHA).
+        group_counts = (kept[:, :, None] == np.arange(5)[None, None, :]).sum(axis=1)
+        np.testing.assert_array_equal(group_counts.sum(axis=1), m)
+        assert _wald_pvalue(group_counts, m * q) > ALPHA
+    if np.max(np.abs(q - P5)) > 0.03:
+        # Power check: the same counts are firmly rejected against the uncurated law.
+        assert _chi2_pvalue(counts, P5) < 1e-8
+
+
+# top_fraction pools the groups: the finite-n law differs from the population limit of the theory
+# (by O(1/n) inside a level, more when 1/k falls on the edge of a level). So the sampler is
+# compared with the exact finite-n law, simulated in NumPy (tests/curator_reference.py), by
+# per-state two-sample z-tests on the mean kept counts, Bonferroni-corrected over the M states
+# (family-wise level ALPHA); and, at large n where 1/k falls well inside a level (the bias is then
+# exponentially small), with the population limit, at a tolerance of Z_CRIT simulated standard
+# deviations.
+Z_CRIT = stats.norm.isf(ALPHA / (2 * len(P5)))
+
+
+@pytest.mark.parametrize("k,column", [(3, 0), (2, 1)], ids=["inside-a-level", "level-edge"])
+def test_top_fraction_sampler_matches_the_finite_n_law(k, column):
+    n, reps = 40, 4000
+    curator = cur.top_fraction(column=column)
+    table = jnp.asarray(TABLE5, jnp.float32)
+
+    @jax.jit
+    def kept_counts(key):
+        key_draw, key_curate = jax.random.split(key)
+        states = jax.random.choice(key_draw, 5, (n * k,), p=jnp.asarray(P5, jnp.float32))
+        out = sc.curate(key_curate, states, table[states], k=k, curator=curator)
+        return jnp.sum(out.samples[:, None] == jnp.arange(5)[None, :], axis=0)
+
+    got = np.asarray(jax.vmap(kept_counts)(jax.random.split(jax.random.key(30), reps)))
+    np.testing.assert_array_equal(got.sum(axis=1), n)
+    want = ref.top_fraction_counts(np.random.default_rng(31), P5, TABLE5[:, column], k, n, reps)
+    se = np.sqrt(got.var(axis=0, ddof=1) / reps + want.var(axis=0, ddof=1) / reps)
+    diff = got.mean(axis=0) - want.mean(axis=0)
+    fixed = se == 0  # states never kept in either
+    np.testing.assert_array_equal(diff[fixed], 0)
+    z = np.abs(diff[~fixed]) / se[~fixed]
+    assert np.all(z < Z_CRIT), f"z = {z}"
+
+
+def test_top_fraction_sampler_large_n_matches_the_population_limit():
+    n, k, reps = 20_000, 3, 2000
+    table = jnp.asarray(TABLE5[:, 0], jnp.float32)  # 1/3 falls inside the level r = 0.5
+    key_draw, key_curate = jax.random.split(jax.random.key(32))
+    states, _, rewards = _draw_candidates(key_draw, k, n, False)
+    out = sc.curate(key_curate, states, rewards, k=k, curator=cur.top_fraction())
+    assert out.samples.shape == (n,)
+    # the kept rows are the best n of the pool, in increasing row order
+    rows = np.asarray(out.index)
+    assert np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(out.samples, np.asarray(states)[rows])
+    np.testing.assert_array_equal(np.sort(np.asarray(out.rewards)),
+                                  np.sort(np.asarray(rewards))[-n:])
+    counts = np.bincount(np.asarray(out.samples), minlength=5)
+    limit = np.asarray(theory.curated(jnp.asarray(P5, jnp.float32), table, k=k,
+                                      curator=cur.top_fraction()), np.float64)
+    np.testing.assert_allclose(limit, ref.top_fraction_limit(P5, TABLE5[:, 0], k) * P5, atol=1e-6)
+    sim = ref.top_fraction_counts(np.random.default_rng(33), P5, TABLE5[:, 0], k, n, reps)
+    sd = sim.std(axis=0, ddof=1)
+    never = limit == 0
+    np.testing.assert_array_equal(counts[never], 0)
+    np.testing.assert_array_equal(sim[:, never], 0)
+    # The simulated finite-n mean is the population limit here (the bias is exponentially small;
+    # its standard error is sd / sqrt(reps)).
+    assert np.all(np.abs(sim.mean(axis=0) - n * limit)[~never]
+                  < Z_CRIT * sd[~never] / math.sqrt(reps))
+    # One run of the sampler, within Z_CRIT standard deviations (sd estimated from 2000
+    # replicates, relative error ~2%, absorbed by the 10% margin).
+    assert np.all(np.abs(counts - n * limit)[~never] < 1.1 * Z_CRIT * sd[~never])
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. Pytree structure: rates are leaves, options are static
+# ------------------------------------------------------------------------------------------------
+
+
+def _leaves(c):
+    return [float(x) if np.ndim(x) == 0 else np.asarray(x).tolist()
+            for x in jax.tree_util.tree_leaves(c)]
+
+
+def _treedef(c):
+    return jax.tree_util.tree_structure(c)
+
+
+def test_rates_are_leaves_and_options_are_static():
+    assert _leaves(cur.luce(2.0, column=1)) == [2.0]
+    assert _leaves(cur.top_m(3, 0.5, column=0)) == [0.5]
+    assert _leaves(cur.thurstone(0.25)) == [0.25]
+    assert _leaves(cur.adversarial(cur.luce(2.0), 0.25)) == [2.0, 0.25]
+    assert _leaves(cur.mixture([cur.luce(2.0), cur.thurstone(0.5)], [0.25, 0.75])) == [
+        2.0, 0.5, [0.25, 0.75]]
+    assert _leaves(cur.sequential(cur.top_m(2, 0.5), cur.thurstone(1.5))) == [0.5, 1.5]
+    assert _leaves(cur.top_fraction(column=1)) == []
+    # static options live in the treedef
+    assert _treedef(cur.top_m(2, 1.0)) != _treedef(cur.top_m(3, 1.0))
+    assert _treedef(cur.top_m(2, 1.0)) == _treedef(cur.top_m(2, 7.0))
+    assert _treedef(cur.luce(1.0)) != _treedef(cur.luce(1.0, column=0))
+    assert _treedef(cur.luce(1.0, column=0)) != _treedef(cur.luce(1.0, column=1))
+    assert _treedef(cur.thurstone(1.0, column=1)) == _treedef(cur.thurstone(3.0, column=1))
+    assert _treedef(cur.top_fraction()) != _treedef(cur.top_fraction(column=0))
+    mix = cur.mixture([cur.luce(1.0), cur.thurstone(1.0)], [0.5, 0.5])
+    assert _treedef(mix) == _treedef(cur.mixture([cur.luce(3.0), cur.thurstone(0.1)], [0.1, 0.9]))
+    assert _treedef(mix) != _treedef(cur.mixture([cur.thurstone(1.0), cur.luce(1.0)], [0.5, 0.5]))
+    assert _treedef(mix) != _treedef(cur.mixture([cur.luce(1.0, column=1), cur.thurstone(1.0)],
+                                                  [0.5, 0.5]))
+    assert _treedef(cur.adversarial(cur.top_m(2, 1.0), 0.1)) != _treedef(
+        cur.adversarial(cur.top_m(3, 1.0), 0.1))
+    # a curator rebuilt from new leaves is the curator with those rates
+    doubled = jax.tree_util.tree_map(lambda x: 2 * x, cur.adversarial(cur.luce(1.5), 0.25))
+    assert doubled == cur.adversarial(cur.luce(3.0), 0.5)
+
+
+VMAP_CASES = [
+    pytest.param(lambda b: cur.luce(b), [0.0, 0.7, 3.0, INF], 4, False, id="luce"),
+    pytest.param(lambda b: cur.top_m(2, b), [0.0, 0.7, 3.0, INF], 4, False, id="top_m"),
+    pytest.param(lambda s: cur.thurstone(s), [0.0, 0.5, 2.0, INF], 3, False, id="thurstone"),
+    pytest.param(lambda e: cur.adversarial(cur.luce(2.0), e), [0.0, 0.3, 1.0], 3, False,
+                 id="adversarial"),
+    pytest.param(lambda w: cur.mixture([cur.luce(2.0, column=0), cur.thurstone(0.5, column=1)], w),
+                 [[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]], 3, True, id="mixture"),
+    pytest.param(lambda b: cur.sequential(cur.top_m(2, b, column=0), cur.luce(1.0, column=1)),
+                 [0.5, 1.0, 4.0], 4, True, id="sequential"),
+]
+
+
+@pytest.mark.parametrize("build,rates,k,two_columns", VMAP_CASES)
+def test_vmap_over_rates_of_a_curator_built_inside(build, rates, k, two_columns):
+    n = 64
+    key_draw, key_curate = jax.random.split(jax.random.key(40))
+    states, table, rewards = _draw_candidates(key_draw, k, n, two_columns)
+    rates = jnp.asarray(rates, jnp.float32)
+    p = jnp.asarray(P5, jnp.float32)
+
+    def kept(rate):
+        return sc.curate(key_curate, states, rewards, k=k, curator=build(rate)).index
+
+    def factor(rate):
+        return theory.curation_factor(p, table, k=k, curator=build(rate))
+
+    batched = jax.vmap(kept)(rates)
+    batched_factor = jax.vmap(factor)(rates)
+    for i, rate in enumerate(rates):
+        # the same draws as one call on the concrete rate
+        concrete = np.asarray(rate).tolist()
+        np.testing.assert_array_equal(batched[i], kept(concrete))
+        np.testing.assert_allclose(batched_factor[i], factor(concrete), rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("build,rates,k,two_columns", VMAP_CASES)
+def test_jit_compiles_once_across_rates(build, rates, k, two_columns):
+    key_draw, key_curate = jax.random.split(jax.random.key(41))
+    states, _, rewards = _draw_candidates(key_draw, k, 32, two_columns)
+    chex.clear_trace_counter()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def built_inside(key, rate):
+        return sc.curate(key, states, rewards, k=k, curator=build(rate)).rewards
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def passed_in(key, curator):
+        return sc.curate(key, states, rewards, k=k, curator=curator).rewards
+
+    for rate in rates:
+        assert np.all(np.isfinite(built_inside(key_curate, jnp.asarray(rate, jnp.float32))))
+        assert np.all(np.isfinite(passed_in(key_curate, build(rate))))
+
+
+def test_static_options_retrace():
+    traces = []
+    states = jnp.arange(24)
+
+    @jax.jit
+    def kept(curator):
+        traces.append(None)
+        return sc.curate(jax.random.key(0), states, jnp.linspace(0.0, 1.0, 24), k=4,
+                         curator=curator).samples
+
+    assert kept(cur.top_m(2, 1.0)).shape == (12,)
+    assert kept(cur.top_m(2, 5.0)).shape == (12,)
+    assert len(traces) == 1
+    assert kept(cur.top_m(3, 1.0)).shape == (18,)
+    assert len(traces) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. Argument errors: each names the argument
+# ------------------------------------------------------------------------------------------------
+
+KEY = jax.random.key(0)
+X12 = jnp.arange(12)
+R12 = jnp.linspace(0.0, 1.0, 12)
+R12x2 = jnp.stack([R12, R12[::-1]], axis=1)
+P3 = jnp.array([0.2, 0.3, 0.5])
+T3 = jnp.array([[0.0, 1.0], [1.0, 0.0], [2.0, 0.5]])
+
+
+ERROR_CASES = [
+    # factories: rates out of range
+    (lambda: cur.luce(-1.0), r"`beta` must be >= 0.*got -1.0"),
+    (lambda: cur.luce(jnp.nan), r"`beta` must be >= 0.*got nan"),
+    (lambda: cur.luce(jnp.ones(2)), r"`beta` must be a scalar"),
+    (lambda: cur.top_m(2, -0.5), r"`beta` must be >= 0.*got -0.5"),
+    (lambda: cur.top_m(0), r"`m` must be >= 1; got 0"),
+    (lambda: cur.top_m(1.5), r"`m` must be an integer"),
+    (lambda: cur.thurstone(-0.1), r"`sigma` must be >= 0.*got -0.1"),
+    (lambda: cur.adversarial(cur.luce(), 1.5), r"`eps` must be in \[0, 1\]; got 1.5"),
+    (lambda: cur.adversarial(cur.luce(), -0.1), r"`eps` must be in \[0, 1\]; got -0.1"),
+    (lambda: cur.adversarial(cur.luce(), jnp.nan), r"`eps` must be in \[0, 1\]; got nan"),
+    (lambda: cur.adversarial("luce", 0.5), r"`base` must be a curator"),
+    (lambda: cur.adversarial(cur.top_fraction(), 0.5), r"`base` must judge each group"),
+    (lambda: cur.mixture([cur.luce(), cur.luce(2.0)], [0.5, 0.6]),
+     r"`weights` must be non-negative and sum to 1"),
+    (lambda: cur.mixture([cur.luce(), cur.luce(2.0)], [1.5, -0.5]),
+     r"`weights` must be non-negative and sum to 1"),
+    (lambda: cur.mixture([cur.luce(), cur.luce(2.0)], [1.0, 0.0, 0.0]),
+     r"`weights` must have shape \(2,\).*got shape \(3,\)"),
+    (lambda: cur.mixture([cur.luce(), cur.luce(2.0)], [[0.5, 0.5]]),
+     r"`weights` must have shape \(2,\)"),
+    (lambda: cur.mixture([], []), r"`components` must hold at least one curator"),
+    (lambda: cur.mixture([cur.luce(), cur.top_fraction()], [0.5, 0.5]),
+     r"`components\[1\]` must judge each group"),
+    (lambda: cur.sequential(cur.top_m(2), 3), r"`second` must be a curator"),
+    (lambda: cur.luce(column=-1), r"`column` must be None or an integer >= 0"),
+    (lambda: cur.thurstone(column=1.0), r"`column` must be None or an integer >= 0"),
+    (lambda: cur.top_fraction(column=True), r"`column` must be None or an integer >= 0"),
+    # curate
+    (lambda: sc.curate(KEY, X12, R12, k=4, curator=cur.top_m(5)), r"`m`=5.*must be <= k=4"),
+    (lambda: sc.curate(KEY, X12, R12, k=3,
+                       curator=cur.adversarial(cur.top_m(4), 0.5)), r"`m`=4.*must be <= k=3"),
+    (lambda: sc.curate(KEY, X12, R12x2, k=4, curator=cur.luce(column=2)),
+     r"`column` must be in \[0, 1\].*got 2"),
+    (lambda: sc.curate(KEY, X12, R12x2, k=4,
+                       curator=cur.mixture([cur.luce(column=0), cur.thurstone(column=3)],
+                                           [0.5, 0.5])),
+     r"`column` must be in \[0, 1\].*got 3"),
+    (lambda: sc.curate(KEY, X12, R12x2, k=4, curator=cur.luce()), r"`column` must say.*column=None"),
+    (lambda: sc.curate(KEY, X12, R12x2, k=4, curator=cur.top_fraction()),
+     r"`column` must say.*column=None"),
+    (lambda: sc.curate(KEY, X12, R12, k=4, beta=2.0, curator=cur.luce(2.0)),
+     r"`beta` must be left at its default with a curator.*beta=2.0"),
+    (lambda: sc.curate(KEY, X12, R12, k=4, num_candidates=2, curator=cur.top_m(1)),
+     r"`num_candidates` applies to the luce curator only"),
+    (lambda: sc.curate(KEY, X12, R12, k=4, num_candidates=5, curator=cur.luce()),
+     r"`num_candidates` must be in \[1, 4\]; got 5"),
+    (lambda: sc.curate(KEY, X12, R12, k=4, curator="luce"), r"`curator` must be a selfconsume"),
+    (lambda: sc.curate(KEY, X12, R12, k=4,
+                       curator=cur.mixture([cur.top_m(2), cur.luce()], [0.5, 0.5])),
+     r"components of a mixture must keep as many rows"),
+    (lambda: sc.curate(KEY, X12, R12, k=4, curator=cur.sequential(cur.top_m(3), cur.top_m(2))),
+     r"`second` stage of a sequential curator must keep 1"),
+    # theory
+    (lambda: theory.curation_factor(P3, T3[:, 0], k=4, curator=cur.top_m(5)),
+     r"`m`=5.*must be <= k=4"),
+    (lambda: theory.curation_factor(P3, T3, k=2, curator=cur.luce(column=2)),
+     r"`column` must be in \[0, 1\].*got 2"),
+    (lambda: theory.curation_factor(P3, T3, k=2, curator=cur.thurstone()),
+     r"`column` must say.*column=None"),
+    (lambda: theory.curation_factor(P3, T3[:, 0], k=2, beta=0.5, curator=cur.luce(0.5)),
+     r"`beta` must be left at its default with a curator.*beta=0.5"),
+    (lambda: theory.curated(P3, T3[:, 0], k=2, beta=3.0, curator=cur.top_m(1)),
+     r"`beta` must be left at its default"),
+    (lambda: theory.curation_factor(P3, T3[:, 0], k=INF,
+                                    curator=cur.sequential(cur.top_m(2), cur.luce())),
+     r"sequential curator needs a finite `k`"),
+    (lambda: theory.curation_factor(P3, T3[:, 0], k=3,
+                                    curator=cur.sequential(cur.top_m(2, INF), cur.luce())),
+     r"needs random utilities in both stages.*`beta`"),
+    (lambda: theory.curation_factor(P3, T3[:, 0], k=3,
+                                    curator=cur.sequential(cur.top_m(2), cur.thurstone(0.0))),
+     r"needs random utilities in both stages.*`sigma > 0`"),
+    (lambda: theory.curation_factor(P3, T3[:, 0], k=3,
+                                    curator=cur.sequential(cur.thurstone(), cur.luce())),
+     r"needs random utilities in both stages|Plackett.Luce `first` stage"),
+    # get
+    (lambda: cur.get("nope"),
+     r"unknown curator name 'nope'.*'adversarial'.*'luce'.*'mixture'.*'sequential'.*'thurstone'"
+     r".*'top_fraction'.*'top_m'"),
+    (lambda: cur.get("luce", bogus=1.0), r"invalid options for curator 'luce'.*bogus"),
+    (lambda: cur.get("luce", beta=-2.0), r"`beta` must be >= 0"),
+    (lambda: cur.get("adversarial", base={"beta": 2.0}, eps=0.5),
+     r"`base` must be a curator or a dict with a 'name'"),
+    (lambda: cur.get("adversarial", base={"name": "luce", "beta": -1.0}, eps=0.5),
+     r"`beta` must be >= 0"),
+    (lambda: cur.get("adversarial", base={"name": "lucy"}, eps=0.5),
+     r"unknown curator name 'lucy'"),
+    (lambda: cur.get("mixture", components=[{"name": "luce"}, 3], weights=[0.5, 0.5]),
+     r"`components\[1\]` must be a curator or a dict with a 'name'"),
+    (lambda: cur.get("sequential", first={"name": "top_m", "m": 0}, second={"name": "luce"}),
+     r"`m` must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("call,match", ERROR_CASES)
+def test_argument_errors_name_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_unknown_name_is_also_a_key_error():
+    with pytest.raises(KeyError):
+        cur.get("nope")
+    with pytest.raises(KeyError):
+        cur.CURATORS["nope"]
+    assert set(cur.CURATORS) == {"luce", "top_m", "thurstone", "adversarial", "mixture",
+                                 "sequential", "top_fraction"}
+
+
+def test_get_builds_nested_curators_from_dicts():
+    assert cur.get("luce", beta=2.0, column=1) == cur.luce(2.0, column=1)
+    assert cur.get("top_m", m=2, beta=0.5) == cur.top_m(2, 0.5)
+    assert cur.get("top_fraction") == cur.top_fraction()
+    assert cur.get("adversarial", base={"name": "thurstone", "sigma": 0.5}, eps=0.25) == \
+        cur.adversarial(cur.thurstone(0.5), 0.25)
+    assert cur.get("adversarial", base=cur.luce(3.0), eps=0.25) == cur.adversarial(cur.luce(3.0),
+                                                                                  0.25)
+    assert cur.get("sequential", first={"name": "top_m", "m": 3, "beta": 0.5},
+                   second={"name": "luce", "beta": 2.0, "column": 1}) == \
+        cur.sequential(cur.top_m(3, 0.5), cur.luce(2.0, column=1))
+    options = {"components": [{"name": "luce", "beta": 1.0, "column": 0},
+                              {"name": "adversarial", "base": {"name": "luce"}, "eps": 0.5}],
+               "weights": [0.25, 0.75]}
+    built = cur.get("mixture", **options)
+    assert built == cur.mixture([cur.luce(1.0, column=0), cur.adversarial(cur.luce(), 0.5)],
+                                [0.25, 0.75])
+    # the caller's dicts are left as they were (a TOML section may be reused)
+    assert options["components"][0] == {"name": "luce", "beta": 1.0, "column": 0}
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. Traced invalid values poison the floating outputs
+# ------------------------------------------------------------------------------------------------
+
+POISON_CASES = [
+    pytest.param(lambda e: cur.adversarial(cur.luce(2.0), e), 1.5, 0.3, id="adversarial-eps"),
+    pytest.param(lambda e: cur.adversarial(cur.luce(2.0), e), -0.5, 1.0, id="adversarial-neg"),
+    pytest.param(lambda b: cur.luce(b), -1.0, 2.0, id="luce-beta"),
+    pytest.param(lambda b: cur.top_m(2, b), jnp.nan, INF, id="top_m-beta"),
+    pytest.param(lambda s: cur.thurstone(s), -1.0, 0.0, id="thurstone-sigma"),
+    pytest.param(lambda w: cur.mixture([cur.luce(2.0), cur.thurstone(0.5)], w), [0.7, 0.7],
+                 [0.3, 0.7], id="mixture-weights"),
+    pytest.param(lambda e: cur.mixture([cur.luce(2.0), cur.adversarial(cur.luce(1.0), e)],
+                                       [0.5, 0.5]), 2.0, 0.5, id="mixture-nested"),
+    pytest.param(lambda b: cur.sequential(cur.top_m(2, 1.0), cur.luce(b)), -3.0, 1.0,
+                 id="sequential-second"),
+]
+
+
+@pytest.mark.parametrize("build,bad,good", POISON_CASES)
+def test_traced_invalid_rates_poison_the_outputs(build, bad, good):
+    k = 4
+    key_draw, key_curate = jax.random.split(jax.random.key(50))
+    states, table, rewards = _draw_candidates(key_draw, k, 50, False)
+    p = jnp.asarray(P5, jnp.float32)
+
+    @jax.jit
+    def kept_rewards(rate):
+        return sc.curate(key_curate, states.astype(jnp.float32), rewards, k=k,
+                         curator=build(rate))
+
+    @jax.jit
+    def law(rate):
+        return theory.curated(p, table, k=k, curator=build(rate))
+
+    bad, good = jnp.asarray(bad, jnp.float32), jnp.asarray(good, jnp.float32)
+    out = kept_rewards(bad)
+    assert np.all(np.isnan(out.rewards)) and np.all(np.isnan(out.samples))
+    assert np.all((np.asarray(out.index) >= 0) & (np.asarray(out.index) < k))  # ints as drawn
+    assert np.all(np.isnan(law(bad)))
+    assert np.all(np.isfinite(kept_rewards(good).rewards))
+    np.testing.assert_allclose(np.sum(law(good)), 1.0, atol=1e-5)
+    # the same values, concrete, raise instead
+    with pytest.raises(ValueError):
+        build(np.asarray(bad).tolist())
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. curator=None paths are unchanged
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.3, INF])
+def test_curate_default_equals_the_luce_curator_bit_for_bit(beta):
+    n, k = 500, 4
+    key_r, key_c = jax.random.split(jax.random.key(60))
+    rewards = jnp.round(jax.random.normal(key_r, (n * k,)), 1)  # rounding makes ties
+    samples = jax.random.normal(jax.random.key(61), (n * k, 3))
+    if beta == 1.0:
+        plain = sc.curate(key_c, samples, rewards, k=k)
+    else:
+        plain = sc.curate(key_c, samples, rewards, k=k, beta=beta)
+    with_curator = sc.curate(key_c, samples, rewards, k=k, curator=cur.luce(beta))
+    for a, b in zip(plain, with_curator):
+        np.testing.assert_array_equal(a, b)
+    # also with num_candidates (Luce only)
+    plain = sc.curate(key_c, samples, rewards, k=k, beta=beta, num_candidates=2)
+    with_curator = sc.curate(key_c, samples, rewards, k=k, num_candidates=2,
+                             curator=cur.luce(beta))
+    for a, b in zip(plain, with_curator):
+        np.testing.assert_array_equal(a, b)
+    assert np.all(np.asarray(with_curator.index) < 2)
+
+
+@pytest.mark.parametrize("k", [2, 4, INF])
+@pytest.mark.parametrize("beta", [0.7, INF])
+def test_theory_default_equals_the_luce_curator(k, beta):
+    rng = np.random.default_rng(62)
+    p = jnp.asarray(rng.dirichlet(np.ones(6)), jnp.float32)
+    r = jnp.asarray(np.round(rng.normal(size=6), 1), jnp.float32)
+    luce = cur.luce(beta)
+    np.testing.assert_array_equal(theory.curation_factor(p, r, k=k, beta=beta),
+                                  theory.curation_factor(p, r, k=k, curator=luce))
+    np.testing.assert_array_equal(theory.curated(p, r, k=k, beta=beta),
+                                  theory.curated(p, r, k=k, curator=luce))
+    # top_m(1) is the Luce curator under another name
+    np.testing.assert_array_equal(theory.curation_factor(p, r, k=k, curator=cur.top_m(1, beta)),
+                                  theory.curation_factor(p, r, k=k, curator=luce))
+
+
+def test_theory_default_equals_the_luce_curator_float64(x64):
+    rng = np.random.default_rng(63)
+    p = jnp.asarray(rng.dirichlet(np.ones(6)))
+    r = jnp.asarray(rng.normal(size=6))
+    np.testing.assert_array_equal(theory.curation_factor(p, r, k=4, beta=0.7),
+                                  theory.curation_factor(p, r, k=4, curator=cur.luce(0.7)))
+    np.testing.assert_array_equal(
+        theory.trajectory(p, r, num_generations=3, k=3, beta=0.7),
+        theory.trajectory(p, r, num_generations=3, k=3, curator=cur.luce(0.7)))
+
+
+# ------------------------------------------------------------------------------------------------
+# 8. Equality and hashing
+# ------------------------------------------------------------------------------------------------
+
+
+def test_equality_and_hash():
+    assert cur.luce(1.0) == cur.luce(1.0)
+    assert cur.luce(1.0) != cur.luce(2.0)
+    assert cur.luce(1.0) != cur.luce(1.0, column=0)
+    assert cur.luce(1.0) != cur.thurstone(1.0)
+    assert cur.luce(1.0) != cur.top_m(1, 1.0)
+    assert cur.luce(1.0) != 1.0
+    assert cur.top_m(2) != cur.top_m(3)
+    assert cur.top_m(2, 0.5) == cur.top_m(2, 0.5)
+    assert cur.luce(INF) == cur.luce(INF)
+    assert cur.adversarial(cur.luce(), 0.5) == cur.adversarial(cur.luce(), 0.5)
+    assert cur.adversarial(cur.luce(), 0.5) != cur.adversarial(cur.luce(), 0.25)
+    assert cur.adversarial(cur.luce(), 0.5) != cur.adversarial(cur.luce(2.0), 0.5)
+    mix = cur.mixture([cur.luce(), cur.thurstone()], [0.5, 0.5])
+    assert mix == cur.mixture([cur.luce(), cur.thurstone()], [0.5, 0.5])
+    assert mix != cur.mixture([cur.luce(), cur.thurstone()], [0.25, 0.75])
+    assert cur.sequential(cur.top_m(2), cur.luce()) != cur.sequential(cur.top_m(3), cur.luce())
+    assert cur.top_fraction() == cur.top_fraction()
+    assert cur.top_fraction() != cur.top_fraction(column=0)
+    # equal curators hash equally; curators can be dict keys and set members
+    assert hash(cur.luce(1.0)) == hash(cur.luce(1.0))
+    assert hash(mix) == hash(cur.mixture([cur.luce(), cur.thurstone()], [0.5, 0.5]))
+    table = {cur.luce(1.0): "a", cur.top_m(2): "b", cur.top_fraction(): "c"}
+    assert table[cur.luce(1.0)] == "a" and table[cur.top_m(2)] == "b"
+    assert cur.luce(2.0) not in table
+    assert len({cur.luce(1.0), cur.luce(1.0), cur.luce(2.0), cur.top_m(2), cur.top_m(3)}) == 4
