@@ -205,10 +205,11 @@ def curator_tables(results, ks):
                            else "no"})
         ms_rows.append({"family": name, **{f"K={k}": by_k[str(k)]["curate_ms"] for k in ks}})
     for columns in (1, 2):
-        row = next(by_k for name, by_k in results.items()
-                   if (name == "mixture") == (columns == 2))
-        ms_rows.append({"family": f"(draw, {columns} reward col.)",
-                        **{f"K={k}": row[str(k)]["draw_ms"] for k in ks}})
+        row = next((by_k for by_k in results.values()
+                    if by_k[str(ks[0])]["reward_columns"] == columns), None)
+        if row is not None:
+            ms_rows.append({"family": f"(draw, {columns} reward col.)",
+                            **{f"K={k}": row[str(k)]["draw_ms"] for k in ks}})
     cols = [(f"K={k}", ".2f") for k in ks]
     return (_common.table(ratio_rows, [("family", "")] + cols + [("max", ".2f"), ("ok", "")]),
             _common.table(ms_rows, [("family", "")] + [(f"K={k}", ".3f") for k in ks]))

@@ -73,9 +73,10 @@ def log_kernel(log_phi: Array, log_psi: Array, *, k: int, m: int = 1) -> Array:
     Luce kernel :math:`\phi^{K-1}`. Elementwise; ``k`` and ``m`` static, ``m <= k``."""
     if m == 1:
         return (k - 1) * log_phi
-    i = jnp.arange(m, dtype=log_phi.dtype)
+    shape = (1,) * jnp.ndim(log_phi) + (m,)  # explicit ranks (rank promotion may be an error)
+    i = jnp.arange(m, dtype=log_phi.dtype).reshape(shape)
     log_comb = jnp.asarray([math.lgamma(k) - math.lgamma(j + 1) - math.lgamma(k - j)
-                            for j in range(m)], log_phi.dtype)
+                            for j in range(m)], log_phi.dtype).reshape(shape)
     lp, ls = log_phi[..., None], log_psi[..., None]
     terms = (log_comb + jnp.where(i == 0, 0.0, i * ls)
              + jnp.where(i == k - 1, 0.0, (k - 1 - i) * lp))

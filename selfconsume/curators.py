@@ -611,8 +611,8 @@ def _sequential_factor(p, r1, beta1, u2, *, kind, k, m, num_nodes):
     log_f2, c2 = _noise(kind, v[:, None] - u2[None, :], dtype)  # (N, M)
     hi_prec = lax.Precision.HIGHEST
     not_alpha = jnp.matmul(below1, p, precision=hi_prec)  # (N,) P(another scores below tau)
-    a = jnp.matmul(above1 * p, c2.T, precision=hi_prec)  # (N_tau, N_v)
-    b = jnp.matmul(jnp.exp(log_f1) * p, c2.T, precision=hi_prec)
+    a = jnp.matmul(above1 * p[None, :], c2.T, precision=hi_prec)  # (N_tau, N_v)
+    b = jnp.matmul(jnp.exp(log_f1) * p[None, :], c2.T, precision=hi_prec)
     rest = jnp.where(k == m, 1.0, not_alpha ** (k - m))[:, None]
     coef_x_at = math.comb(k - 1, m - 1) * a ** (m - 1) * rest
     coef_x_above = (k - 1) * math.comb(k - 2, m - 2) * b * a ** (m - 2) * rest
