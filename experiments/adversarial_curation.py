@@ -14,12 +14,13 @@ ways side by side:
   samples per generation, ``seeds`` seeds) at K = 4: one compiled ``sc.sweep`` over eps x
   real_fraction.
 
-The one-step threshold: E_1 - E_0 = (1 - a) [(1 - eps) G_+ - eps G_-] from p_0 = p_data, which
-is linear in eps and vanishes at eps*(p_0) = G_+ / (G_+ + G_-) (``sc.theory.adversarial_threshold``),
-whatever a is. After T generations the boundary eps_T(a) (where E_T = E_0) is bracketed on the grid and
-refined on the exact dynamics (each refinement evaluates num_eps points inside the bracket); it moves away from eps*(p_0) because eps*(p_t) moves along the trajectory.
-For K = 2 the kept-law factor is (1 - 2 eps) H + 2 eps, monotone in r with the sign of 1 - 2 eps,
-so eps* = 1/2 for every p and eps_T(a) = 1/2 for every T and a (stochastic dominance).
+The one-step threshold: from p_0 = p_data, E_1 - E_0 = (1 - a) [(1 - eps) G_+ - eps G_-] is linear
+in eps and vanishes at eps*(p_0) = G_+ / (G_+ + G_-) (``sc.theory.adversarial_threshold``),
+whatever a is. The boundary after T generations, eps_T(a) (where E_T = E_0), is bracketed on the
+grid and refined on the exact dynamics (each refinement evaluates num_eps points inside the
+bracket); it moves away from eps*(p_0) because eps*(p_t) moves along the trajectory. For K = 2 the
+kept-law factor is (1 - 2 eps) H + 2 eps, monotone in r with the sign of 1 - 2 eps, so eps* = 1/2
+for every p and eps_T(a) = 1/2 for every T and a (stochastic dominance).
 
 Claims (each checks itself; exit status 1 if one fails): (i) exact, every K and a: the reward rises
 at eps = 0 and falls at eps = 1; (ii) K = 2: eps*(p_0) = 1/2, the one-step change has the sign of
@@ -63,7 +64,7 @@ SIZES = {  # full, quick
     "generations": (20, 5),
     "grid": (64, 40),
     "check_grid": (40, 24),
-    "refinements": (3, 3),  # of the boundary bracket, each by a factor num_eps - 1
+    "refinements": (2, 3),  # of the boundary bracket, each by a factor num_eps - 1
     "seeds": (4, 2),
     "num_samples": (2048, 512),
 }

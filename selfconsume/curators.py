@@ -28,16 +28,17 @@ on a finite support is :math:`p H_p`, the law of one kept sample (drawn uniforml
 * :func:`mixture` (components, weights): with probability :math:`w_j` a group is judged by
   component :math:`j` (each on its own reward column): :math:`H = \sum_j w_j H_j`.
 * :func:`sequential` (``first``, ``second``): ``first`` keeps :math:`m` of the :math:`K`, then
-  ``second`` keeps 1 of those :math:`m`. No one-dimensional form is known; with ``first`` a
-  Plackett–Luce top-m (finite :math:`\beta_1`), condition on the Gumbel score :math:`t` of
-  :math:`x`: each other candidate outscores it independently with probability
-  :math:`\alpha(t) = q(t)`, and those that do are iid from
-  :math:`q_t(y) \propto p(y) P(\beta_1 r(y) + G > t)`. So
-  :math:`H(x) = K \mathbb{E}_G\big[\sum_{j<m} \binom{K-1}{j} \alpha^j (1-\alpha)^{K-1-j}\,
-  \frac{H_{\rm second}(x; q_t, j+1)}{j+1}\big]`: the outer integral on the nodes of the top-m
-  quadrature, the inner one ``second``'s own exact factor at the law :math:`q_t` with
-  :math:`j + 1` candidates. Cost :math:`O(N m)` evaluations of ``second``'s factor, i.e.
-  :math:`O(M N^2 m)`: linear in the number of states M, quadratic in the nodes N.
+  ``second`` keeps 1 of those :math:`m`. No one-dimensional form is known: the m kept by the
+  first stage are not independent. With a Plackett–Luce first stage (scores
+  :math:`\beta_1 r_1 + G`, finite :math:`\beta_1`) and a random-utility second stage (Luce:
+  utilities :math:`\beta_2 r_2 + G'`; Thurstone: :math:`r_2 / \sigma + Z`), condition on
+  :math:`\tau`, the m-th largest first-stage score, and on :math:`v`, the utility of x: the other
+  members above :math:`\tau` are then iid, and x is kept when all of them have utility below
+  :math:`v`. This gives :math:`H` as a two-dimensional integral in :math:`(\tau, v)` whose
+  integrand needs three expectations under p per node pair (:func:`_sequential_factor`),
+  computed exactly by the trapezoidal rule on a uniform node grid: cost
+  :math:`O(M N^2)`, linear in the number of states M. Hard stages (``beta = inf``,
+  ``sigma = 0``) break ties and have no such form; their exact law is not implemented.
 * :func:`top_fraction`: the best :math:`n` of all :math:`nK` candidates, pooled (ties uniform).
   As :math:`n \to \infty` (the population limit used by the theory) it keeps :math:`p` above the
   reward level where the upper tail reaches :math:`1/K`: :math:`H = K` above it, :math:`K\theta`
