@@ -2,7 +2,9 @@
 
 The public API (see the README and DESIGN.md section 3):
 
-* :func:`curate`, :func:`choice_probabilities`: K-way Bradley–Terry curation of samples.
+* :func:`curate`, :func:`choice_probabilities`: K-way Bradley–Terry curation of samples;
+  :mod:`selfconsume.curators`: every other choice rule (top-m, Thurstone, adversarial, mixtures,
+  two stages, top-fraction), sampled and exact.
 * :mod:`selfconsume.theory`: exact population dynamics on a finite support and theorem checks.
 * :mod:`selfconsume.models`: generative model families (``MODELS``) as pure functions.
 * :class:`LoopConfig`, :class:`Hyperparams`, :func:`retrain_step`, :func:`run`: the loop.
@@ -13,7 +15,8 @@ The public API (see the README and DESIGN.md section 3):
   :mod:`selfconsume.stats` (intervals over seeds), :mod:`selfconsume.files` (atomic writes).
 """
 
-from selfconsume import classifier, data, files, metrics, models, results, rewards, stats, theory
+from selfconsume import (classifier, curators, data, files, metrics, models, results, rewards,
+                         stats, theory)
 from selfconsume import execution, retrain
 from selfconsume.curation import choice_probabilities, curate
 from selfconsume.retrain import (Hyperparams, LoopConfig, RetrainInfo, RetrainState, retrain_step,
@@ -38,6 +41,7 @@ __all__ = [
     "choice_probabilities",
     "classifier",
     "curate",
+    "curators",
     "data",
     "execution",
     "files",

@@ -22,9 +22,11 @@ class Curated:
     """The candidates kept by :func:`selfconsume.curate`.
 
     Attributes:
-        samples: ``(n, ...)`` the kept candidate of each of the ``n`` groups.
-        rewards: ``(n,)`` the reward of each kept candidate.
-        index: ``(n,)`` int32, the position of the kept candidate inside its group, in ``[0, k)``.
+        samples: ``(n, ...)`` the kept candidate of each of the ``n`` groups (``(n*m, ...)``,
+            group by group, for a curator that keeps m per group).
+        rewards: ``(n,)`` the reward of each kept candidate (``(n*m, R)`` with R reward columns).
+        index: ``(n,)`` int32, the position of the kept candidate inside its group, in ``[0, k)``
+            (for the pooled ``top_fraction`` curator, its row among the ``n*k`` candidates).
     """
 
     samples: Array
