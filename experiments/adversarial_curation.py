@@ -17,10 +17,10 @@ ways side by side:
 The one-step threshold: from p_0 = p_data, E_1 - E_0 = (1 - a) [(1 - eps) G_+ - eps G_-] is linear
 in eps and vanishes at eps*(p_0) = G_+ / (G_+ + G_-) (``sc.theory.adversarial_threshold``),
 whatever a is. The boundary after T generations, eps_T(a) (where E_T = E_0), is bracketed on the
-grid and refined on the exact dynamics (each refinement evaluates num_eps points inside the
-bracket); it moves away from eps*(p_0) because eps*(p_t) moves along the trajectory. For K = 2 the
-kept-law factor is (1 - 2 eps) H + 2 eps, monotone in r with the sign of 1 - 2 eps, so eps* = 1/2
-for every p and eps_T(a) = 1/2 for every T and a (stochastic dominance).
+grid and bisected on the exact dynamics; it moves away from eps*(p_0) because eps*(p_t) moves
+along the trajectory. For K = 2 the kept-law factor is (1 - 2 eps) H + 2 eps, monotone in r with
+the sign of 1 - 2 eps, so eps* = 1/2 for every p and eps_T(a) = 1/2 for every T and a (stochastic
+dominance).
 
 Claims (each checks itself; exit status 1 if one fails): (i) exact, every K and a: the reward rises
 at eps = 0 and falls at eps = 1; (ii) K = 2: eps*(p_0) = 1/2, the one-step change has the sign of
@@ -63,8 +63,8 @@ SIZES = {  # full, quick
     "k_gmm": (4, 4),
     "generations": (20, 5),
     "grid": (64, 40),
-    "check_grid": (40, 24),
-    "refinements": (2, 3),  # of the boundary bracket, each by a factor num_eps - 1
+    "check_grid": (32, 24),
+    "bisection_steps": (11, 8),
     "seeds": (4, 2),
     "num_samples": (2048, 512),
 }
@@ -116,7 +116,7 @@ def exact(sizes, reward):
                                       p_data=p0, real_fraction=a)
             return ps @ r, jax.vmap(lambda p: sc.metrics.kl_divergence(p0, p))(ps[1:]), ps
 
-        paths = jax.jit(jax.vmap(path))  # one program per K, for the grid and the refinement
+        paths = jax.jit(jax.vmap(path))  # one program per K, for the grid and the bisection
 
         def run(e_points, a_points):
             rew, kl, ps = paths(jnp.asarray(e_points.reshape(-1), jnp.float32),
@@ -124,33 +124,28 @@ def exact(sizes, reward):
             shape = e_points.shape
             return (np.asarray(rew, np.float64).reshape(shape + (T + 1,)),
                     np.asarray(kl, np.float64).reshape(shape + (T,)),
-                    np.asarray(ps).reshape(shape + (-1,)))
+                    np.asarray(ps).reshape(shape + ps.shape[-2:]))
 
-        rew, kl, _ = run(e_grid, a_grid)
+        rew, kl, ps_grid = run(e_grid, a_grid)
         change = rew[..., -1] - rew[..., 0]  # (eps, fractions)
         one_step = rew[..., 1] - rew[..., 0]
         root = one_step[0] / (one_step[0] - one_step[-1])  # linear in eps: the exact root, per a
         crossings = np.asarray([sign_changes(c) for c in change.T])
         # the boundary: bracket the first grid eps where the reward did not rise (change <= 0),
-        # then refine: num_eps equally spaced points per bracket, same compiled program
-        lo = np.zeros(len(fractions))
-        hi = np.ones(len(fractions))
-        points, changes, steps = eps[:, None], change, np.linspace(0.0, 1.0, len(eps))[:, None]
-        for step in range(sizes["refinements"] + 1):
-            falls = changes <= 0
-            first = np.where(falls.any(axis=0), np.argmax(falls, axis=0), len(eps) - 1)
-            cols = np.arange(len(fractions))
-            lo = np.broadcast_to(points, changes.shape)[np.maximum(first - 1, 0), cols]
-            hi = np.broadcast_to(points, changes.shape)[first, cols]
-            if step == sizes["refinements"]:
-                break
-            points = lo[None, :] + (hi - lo)[None, :] * steps
-            r_ref, _kl, ps_ref = run(points, np.broadcast_to(fractions, points.shape))
-            changes = r_ref[..., -1] - r_ref[..., 0]
+        # then bisect (the same program, retraced once for a batch of len(fractions))
+        falls = change <= 0
+        first = np.where(falls.any(axis=0), np.argmax(falls, axis=0), len(eps) - 1)
+        lo, hi = eps[np.maximum(first - 1, 0)], eps[first]
+        below = ps_grid[np.maximum(first - 1, 0), np.arange(len(fractions))]  # at lo: it rises
+        del ps_grid
+        for _ in range(sizes["bisection_steps"]):
+            mid = 0.5 * (lo + hi)
+            r_mid, _kl, ps_mid = run(mid, fractions)
+            up = r_mid[:, -1] > r_mid[:, 0]
+            lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+            below = np.where(up[:, None, None], ps_mid, below)
         boundary = 0.5 * (lo + hi)
-        # eps*(p_t) along the trajectory at the lower end of the final bracket (within the
-        # bracket's width of eps_T(a)); row t = 0 is eps*(p0)
-        below = ps_ref[np.maximum(first - 1, 0), cols].reshape(len(fractions), T + 1, -1)
+        # eps*(p_t) along a trajectory within the final bracket (row t = 0 is eps*(p0))
         star_fn = jax.jit(jax.vmap(jax.vmap(lambda p, k=k: sc.theory.adversarial_threshold(
             p, r, k=k, curator=sc.curators.luce(BETA)))))
         along = np.asarray(star_fn(jnp.asarray(below)), np.float64)
@@ -261,7 +256,7 @@ def figure(path, sizes, eps, ex, loop, t_gmm):
     ax = fig.add_subplot(2, ncol, ncol + 1)
     for i, e in enumerate(eps_g):
         ie = int(np.argmin(np.abs(eps - e)))
-        color = colormaps["coolwarm"](float(e))
+        color = colormaps["viridis"](0.9 * float(e))
         exact_path = ex[k_gmm]["reward"][ie, 0]
         ax.plot(range(T + 1), exact_path - exact_path[0], color=color, linewidth=1.5,
                 label=f"eps = {e:g}" if len(eps_g) <= 6 or i % 2 == 0 else None)
@@ -300,7 +295,7 @@ def figure(path, sizes, eps, ex, loop, t_gmm):
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
 
-    if ncol > 4:  # KL(p_data || p_T) against a with the bound, K = k_gmm, a few eps
+    if ncol >= 4:  # KL(p_data || p_T) against a with the bound, K = k_gmm, a few eps
         ax = fig.add_subplot(2, ncol, ncol + 4)
         positive = fractions > 0
         grid_a = np.linspace(fractions[positive].min(), 1.0, 100)
@@ -349,15 +344,15 @@ def claims_of(sizes, eps, ex, loop, checks):
         dev = float(np.max(np.abs(ex[2]["boundary"] - 0.5)))
         tol = 2 * ex[2]["boundary_halfwidth"]
         claim(f"(ii) exact K = 2: after T generations too the sign flips at eps = 1/2, for every "
-              f"real_fraction (value: max |eps_T(a) - 1/2|, bracket width {tol:.1e})",
+              f"real_fraction (value: max |eps_T(a) - 1/2|, bisection bracket {tol:.1e})",
               dev, dev <= tol)
     dev = max(float(np.max(np.abs(ex[k]["one_step_root"] - ex[k]["eps_star_p0"]))) for k in ks)
     claim("(ii) exact, every K and real_fraction: the root of the one-step change (linear in eps) "
           "equals sc.theory.adversarial_threshold(p0) (value: max deviation, tolerance 1e-4)",
           dev, dev <= 1e-4)
     worst = max(int(ex[k]["crossings"].max()) for k in ks)
-    claim("exact, every K and real_fraction: E_T - E_0 changes sign exactly once along the eps grid "
-          "(|change| > 1e-4; value: the largest number of sign changes)", worst, worst == 1)
+    claim("exact, every K and real_fraction: E_T - E_0 changes sign exactly once along the eps "
+          "grid (|change| > 1e-4; value: the largest number of sign changes)", worst, worst == 1)
     positive = fractions > 0
     bound = np.log(1 / fractions[positive])[None, :, None]
     slack = min(float(np.min(bound - ex[k]["kl"][:, positive])) for k in ks)
@@ -394,6 +389,17 @@ def claims_of(sizes, eps, ex, loop, checks):
           f"of the GMM's change (= {tol:.3f}; {int(decisive.sum())} of {decisive.size} points) "
           f"(value: disagreements)", int(disagree.sum()), not disagree.any())
     return claims
+
+
+def crossing(grid_eps, change):
+    """Per column of ``change`` (eps, a): the eps where it first turns <= 0, by linear
+    interpolation between the bracketing grid points (NaN if it never does)."""
+    out = []
+    for c in change.T:
+        j = int(np.argmax(c <= 0)) if np.any(c <= 0) else -1
+        out.append(math.nan if j <= 0 else float(
+            grid_eps[j - 1] + (grid_eps[j] - grid_eps[j - 1]) * c[j - 1] / (c[j - 1] - c[j])))
+    return out
 
 
 def main(argv=None) -> int:
@@ -436,6 +442,11 @@ def main(argv=None) -> int:
                            "kl_T": v["kl"][..., -1].tolist(),
                            "seconds": v["seconds"]} for k, v in ex.items()},
         "gmm": {"k": sizes["k_gmm"], "eps": loop.coords["eps"].tolist(),
+                "boundary_interpolated": dict(zip(map(str, fractions), crossing(
+                    np.asarray(loop.coords["eps"], np.float64), gmm_change.mean(0)))),
+                "max_abs_dev_from_exact": float(np.max(np.abs(gmm_change.mean(0) - ex[
+                    sizes["k_gmm"]]["change"][[int(np.argmin(np.abs(eps - e)))
+                                               for e in loop.coords["eps"]]]))),
                 "E0": float(loop.values["reward"][..., 0].mean()),
                 "change_mean": gmm_change.mean(0).tolist(),
                 "change_std": gmm_change.std(0, ddof=1).tolist(),
@@ -466,6 +477,10 @@ def main(argv=None) -> int:
     for k in sizes["ks"]:
         print(f"K = {k}: eps*(p0) = {ex[k]['eps_star_p0']:.4f}; eps_T(a) = " + ", ".join(
             f"{b:.4f} (a={a:g})" for a, b in zip(fractions, ex[k]["boundary"])))
+    print(f"GMM K = {k_gmm}: eps where E_T - E_0 turns negative (linear interpolation of the seed "
+          f"mean on the grid) = " + ", ".join(
+              f"{b:.3f} (a={a})" for a, b in summary["gmm"]["boundary_interpolated"].items())
+          + f"; max |GMM - exact| = {summary['gmm']['max_abs_dev_from_exact']:.3f}")
     for issue in issues:
         print(f"library issue: {issue}")
     for c in claims:

@@ -69,6 +69,7 @@ import numpy as np
 import scipy.stats
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 import selfconsume as sc
 from selfconsume.files import atomic_write
@@ -324,6 +325,7 @@ def figure(path, ex, lp, sizes, sigma):
         if scale == "symlog":
             ax.set_yscale("symlog", linthresh=1e-2)
         ax.set_xlabel("generation")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title + ("  (lines: exact; points: loop seed mean +- sd)" if i == 0
                               else ""), fontsize=10)
         ax.grid(alpha=0.3)
@@ -436,7 +438,12 @@ def main(argv=None) -> int:
         "cell_entropy_gap_loop_minus_exact": {
             nm: (lp[nm]["entropy"].mean(0) - ex[nm]["entropy"]).tolist() for nm in NAMES},
         "adversarial_threshold": thresholds.tolist(),
-        "check_theorems": checks,
+        "far_mode_ratio": {  # p_{t+1}(mode 4) / p_t(mode 4), exact: eps K and the uniform weight
+            nm: (ex[nm]["mode_shares"][1:, 4] / ex[nm]["mode_shares"][:-1, 4]).tolist()
+            for nm in ("adversarial", "mixture")},
+        "check_theorems": {  # the facts that do not apply have slack NaN: written as null
+            nm: {f: {**v, "slack": None if math.isnan(v["slack"]) else v["slack"]}
+                 for f, v in c.items()} for nm, c in checks.items()},
     }
     atomic_write(os.path.join(args.out, "summary.json"),
                  lambda f: json.dump(summary, f, indent=2), binary=False)

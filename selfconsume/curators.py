@@ -81,6 +81,7 @@ float64, ``tests/test_curators.py``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import ClassVar
 
@@ -184,18 +185,32 @@ class Curator:
         rows = jnp.arange(n, dtype=jnp.int32)[:, None] * k + index
         return rows.reshape(-1), index.reshape(-1)
 
+    def signature(self) -> tuple:
+        """The static structure: the types and static options of this curator and of the
+        curators nested in it (what a change of would retrace a jitted function)."""
+        out = [type(self).__name__]
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, Curator):
+                out.append(value.signature())
+            elif isinstance(value, tuple) and value and isinstance(value[0], Curator):
+                out.append(tuple(c.signature() for c in value))
+            elif not field.metadata.get("pytree_node", True):
+                out.append((field.name, value))
+        return tuple(out)
+
     def __eq__(self, other):
-        if type(self) is not type(other):
+        if not isinstance(other, Curator):
             return NotImplemented
-        a, ta = jax.tree_util.tree_flatten(self)
-        b, tb = jax.tree_util.tree_flatten(other)
-        if ta != tb or not all(_checks.is_concrete(x) and _checks.is_concrete(y) for x, y in
-                               zip(a, b)):
-            return ta == tb and all(x is y for x, y in zip(a, b))
+        if self.signature() != other.signature():
+            return False
+        a, b = jax.tree_util.tree_leaves(self), jax.tree_util.tree_leaves(other)
+        if not all(_checks.is_concrete(x) and _checks.is_concrete(y) for x, y in zip(a, b)):
+            return all(x is y for x, y in zip(a, b))
         return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
 
     def __hash__(self):
-        return hash((type(self), jax.tree_util.tree_structure(self)))
+        return hash(self.signature())
 
 
 # --------------------------------------------------------------------------------------------

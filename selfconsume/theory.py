@@ -376,6 +376,8 @@ def curated(
     Returns:
         ``(M,)`` probabilities; zero wherever ``p`` is zero.
     """
+    if curator is not None and not _INSIDE.get():
+        _prepare_table(p, rewards, curator, beta)  # beta left at its default, the columns exist
     with _inside():
         h = curation_factor(p, rewards, k=k, beta=beta, num_nodes=num_nodes,
                             curator=curator)  # checks the args

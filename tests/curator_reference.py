@@ -7,6 +7,9 @@ over all M**k tuples. Specs are plain tuples, independent of the package:
 
     ("luce", beta, column) ("top_m", m, beta, column) ("thurstone", sigma, column)
     ("adversarial", base_spec, eps) ("mixture", [specs], weights) ("sequential", first, second)
+
+Pooled top-fraction selection: ``top_fraction_limit`` (its population limit) and
+``top_fraction_counts`` (a simulation of its finite-n law).
 """
 
 import functools

@@ -14,6 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.parametrize("script,figures", [
     ("exact_dynamics", {"expected_reward.png", "ring_heatmaps.png"}),
     ("phase_diagram", {"phase_diagram.png"}),
+    ("pluralistic", {"pluralistic.png"}),
+    ("adversarial_curation", {"adversarial_curation.png"}),
+    ("curator_zoo", {"curator_zoo.png"}),
 ])
 def test_script_study_quick(script, figures, tmp_path):
     out = tmp_path / script
