@@ -23,24 +23,29 @@ last columns give the time of merely generating the random 32-bit words each pro
 * ``draw``: drawing the n x K candidates from the flagship model (the 8-component GMM fitted on the
   ring) and their reward (the flagship's distance reward to one mode; two columns, distances to
   two opposite modes, for the mixture);
-* ``curate``: ``sc.curate(key, candidates, rewards, k=K, curator=c)`` alone on those candidates, for
-  ``luce(1)``, ``top_m(2, 1)``, ``top_m(K // 2, 1)``, ``thurstone(1)``, ``adversarial(luce(1),
+* ``curate``: ``sc.curate(key, candidates, rewards, k=K, curator=c)`` alone on those candidates,
+  for ``luce(1)``, ``top_m(2, 1)``, ``top_m(K // 2, 1)``, ``thurstone(1)``, ``adversarial(luce(1),
   0.25)``, ``mixture`` of two ``luce(1)`` on the two reward columns, ``sequential(top_m(2, 1),
   luce(1))`` and ``top_fraction()``;
 * ``draw+curate``: both in one program.
 
-``ratio`` = curate / draw (target: at most 1.5 for every family at every K <= 64; ``max_ratio`` in
-the JSON), and ``overhead`` = (draw+curate) / draw. CPU time per call, median of ``--repeats``
-(at least 15 here: these programs take milliseconds), compile time apart.
+The three programs run in turn, ``--repeats`` rounds (at least 15: they take milliseconds) after
+a first, compiling call of each; times are the median CPU time per call, and ``ratio`` = curate /
+draw is the median over rounds of the ratio within a round (both under the same load). Target:
+``ratio`` at most 1.5 for every family at every K <= 64 (``max_ratio`` in the JSON);
+``overhead`` = (draw+curate) / draw, paired the same way, is reported beside it.
 
-    python benchmarks/bench_curation.py [--quick] [--section curators] [--json results/curation.json]
+    python benchmarks/bench_curation.py [--quick] [--json results/curation.json]
+    python benchmarks/bench_curation.py --section curators   # the per-curator section only
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import statistics
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -154,6 +159,38 @@ def flagship_draw(total, columns):
     return draw
 
 
+def time_interleaved(calls, repeats):
+    """Times jitted ``fn(*args)`` for each ``(fn, args)`` of ``calls`` in turn, ``repeats``
+    rounds after a first (compiling) call of each, so that all see the same load on the machine.
+
+    Returns, per call, ``_common.time_compiled``'s figures and the list of CPU seconds per round
+    (``cpu_runs``), for ratios paired round by round.
+    """
+    firsts = []
+    for fn, args in calls:
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        firsts.append(time.perf_counter() - t0)
+    walls, cpus = [[] for _ in calls], [[] for _ in calls]
+    for _ in range(max(repeats, 1)):
+        for i, (fn, args) in enumerate(calls):
+            c0, t0 = time.process_time(), time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            walls[i].append(time.perf_counter() - t0)
+            cpus[i].append(time.process_time() - c0)
+    out = []
+    for first, wall, cpu in zip(firsts, walls, cpus):
+        steady = statistics.median(wall)
+        out.append({"compile_s": max(first - steady, 0.0), "steady_s": steady, "min_s": min(wall),
+                    "cpu_s": statistics.median(cpu), "cpu_runs": cpu})
+    return out
+
+
+def paired_ratio(a, b):
+    """Median over rounds of a's CPU time over b's (same round: same load)."""
+    return statistics.median(x / y for x, y in zip(a["cpu_runs"], b["cpu_runs"]))
+
+
 def bench_curators(args, n, ks):
     """{family: {K: times and ratios}}: each curator against drawing its candidates."""
     repeats = max(args.repeats, 15) if not args.smoke else 1
@@ -164,11 +201,11 @@ def bench_curators(args, n, ks):
         draws = {}
         for columns in (1, 2):
             draw = flagship_draw(total, columns)
-            t = _common.time_compiled(jax.jit(draw), key, repeats=repeats)
-            draws[columns] = (draw, jax.jit(draw)(key), t)
+            draw_jit = jax.jit(draw)
+            draws[columns] = (draw, draw_jit, draw_jit(key))
         for name, curator in curator_families(k).items():
-            columns = 2 if name == "mixture" else 1
-            draw, (x, r), t_draw = draws[columns]
+            columns = 1 + max(c or 0 for c in curator.columns())
+            draw, draw_jit, (x, r) = draws[columns]
 
             def curate(key, x, r, curator=curator):
                 return sc.curate(key, x, r, k=k, curator=curator)
@@ -178,41 +215,41 @@ def bench_curators(args, n, ks):
                 x, r = draw(key_draw)
                 return sc.curate(key_curate, x, r, k=k, curator=curator).samples
 
-            t_cur = _common.time_compiled(jax.jit(curate), key, x, r, repeats=repeats)
-            t_both = _common.time_compiled(jax.jit(draw_and_curate), key, repeats=repeats)
-            ratio = t_cur[CLOCK] / t_draw[CLOCK]
+            t_draw, t_cur, t_both = time_interleaved(
+                [(draw_jit, (key,)), (jax.jit(curate), (key, x, r)),
+                 (jax.jit(draw_and_curate), (key,))], repeats)
+            ratio = paired_ratio(t_cur, t_draw)
             out.setdefault(name, {})[str(k)] = {
                 "N": n, "K": k, "candidates": total, "reward_columns": columns,
                 "draw_ms": 1e3 * t_draw[CLOCK], "curate_ms": 1e3 * t_cur[CLOCK],
                 "draw_curate_ms": 1e3 * t_both[CLOCK], "ratio": ratio,
                 "within_target": bool(ratio <= CURATOR_TARGET),
-                "overhead": t_both[CLOCK] / t_draw[CLOCK],
+                "overhead": paired_ratio(t_both, t_draw),
                 "draw_wall_ms": 1e3 * t_draw["steady_s"],
                 "curate_wall_ms": 1e3 * t_cur["steady_s"],
-                "curate_compile_s": t_cur["compile_s"]}
+                "curate_compile_s": t_cur["compile_s"], "repeats": repeats}
             print(f"  {name} K={k}: draw {1e3 * t_draw[CLOCK]:.3f} ms, curate "
                   f"{1e3 * t_cur[CLOCK]:.3f} ms, ratio {ratio:.2f}", flush=True)
     return out
 
 
 def curator_tables(results, ks):
-    """Two text tables: ratio curate / draw, and curate ms, family by K."""
-    ratio_rows, ms_rows = [], []
+    """Text tables, family by K: ratio curate / draw, overhead (draw+curate) / draw, and the
+    times (curate ms / draw ms, the draw timed beside that family)."""
+    ratio_rows, over_rows, ms_rows = [], [], []
     for name, by_k in results.items():
         ratio_rows.append({"family": name, **{f"K={k}": by_k[str(k)]["ratio"] for k in ks},
                            "max": max(v["ratio"] for v in by_k.values()),
                            "ok": "yes" if all(v["within_target"] for v in by_k.values())
                            else "no"})
-        ms_rows.append({"family": name, **{f"K={k}": by_k[str(k)]["curate_ms"] for k in ks}})
-    for columns in (1, 2):
-        row = next((by_k for by_k in results.values()
-                    if by_k[str(ks[0])]["reward_columns"] == columns), None)
-        if row is not None:
-            ms_rows.append({"family": f"(draw, {columns} reward col.)",
-                            **{f"K={k}": row[str(k)]["draw_ms"] for k in ks}})
+        over_rows.append({"family": name, **{f"K={k}": by_k[str(k)]["overhead"] for k in ks}})
+        ms_rows.append({"family": name, **{
+            f"K={k}": f"{by_k[str(k)]['curate_ms']:.3f} / {by_k[str(k)]['draw_ms']:.3f}"
+            for k in ks}})
     cols = [(f"K={k}", ".2f") for k in ks]
     return (_common.table(ratio_rows, [("family", "")] + cols + [("max", ".2f"), ("ok", "")]),
-            _common.table(ms_rows, [("family", "")] + [(f"K={k}", ".3f") for k in ks]))
+            _common.table(over_rows, [("family", "")] + cols),
+            _common.table(ms_rows, [("family", "")] + [(f"K={k}", "") for k in ks]))
 
 
 def main() -> None:
@@ -261,10 +298,12 @@ def main() -> None:
     if args.section in ("all", "curators"):
         print(f"per curator: {groups} groups, K in {curator_ks}, GMM draw + reward")
         results = bench_curators(args, groups, curator_ks)
-        ratios, times = curator_tables(results, curator_ks)
+        ratios, overheads, times = curator_tables(results, curator_ks)
         print("ratio curate / draw (CPU time; target <= 1.5):")
         print(ratios)
-        print("curate ms per call (CPU time), and the draw's:")
+        print("overhead (draw+curate) / draw:")
+        print(overheads)
+        print("curate ms / draw ms per call (CPU time):")
         print(times)
         worst = max(((name, k) for name, by_k in results.items() for k in by_k),
                     key=lambda nk: results[nk[0]][nk[1]]["ratio"])

@@ -185,32 +185,17 @@ def gmm_loop(sizes, reward, real):
 def theorem_checks(sizes, reward, eps_values):
     """sc.theory.check_theorems at every GMM grid point (K = k_gmm, a G_check x G_check support).
 
-    ``check_theorems(curator=adversarial(base, 0.0))`` raises (a zero-size reduction in the
-    monotone facts: they are chosen on the concrete curator, for which ``monotone()`` is the
-    base's column, but evaluated on the traced one inside the compiled diagnostics, for which
-    ``Adversarial.monotone()`` is False). At eps = 0 the adversarial curator is its base, so the
-    base is checked there instead; the error is recorded in summary.json (``library_issues``).
     """
     p0, r = ring_support(sizes["check_grid"], reward)
-    rows, issues = [], []
+    rows = []
     for e in eps_values:
         for a in sizes["fractions"]:
-            curator, used = adversary(float(e)), "adversarial"
             options = dict(k=sizes["k_gmm"], p_data=p0 if a > 0 else None, real_fraction=a,
                            num_generations=sizes["generations"])
-            try:
-                facts = sc.theory.check_theorems(p0, r, curator=curator, **options)
-            except ValueError as err:
-                if float(e) != 0.0:
-                    raise
-                if not issues:
-                    issues.append(f"sc.theory.check_theorems(curator=adversarial(luce(1), 0.0)) "
-                                  f"raised ValueError: {err}")
-                curator, used = sc.curators.luce(BETA), "luce (base; see library_issues)"
-                facts = sc.theory.check_theorems(p0, r, curator=curator, **options)
-            rows.append({"eps": float(e), "real_fraction": float(a), "curator": used,
+            facts = sc.theory.check_theorems(p0, r, curator=adversary(float(e)), **options)
+            rows.append({"eps": float(e), "real_fraction": float(a), "curator": "adversarial",
                          "facts": facts})
-    return rows, issues
+    return rows
 
 
 def figure(path, sizes, eps, ex, loop, t_gmm):
@@ -416,7 +401,7 @@ def main(argv=None) -> int:
 
     eps, ex = exact(sizes, reward)
     t0 = time.perf_counter()
-    checks, issues = theorem_checks(sizes, reward, np.linspace(0.0, 1.0, sizes["num_eps_gmm"]))
+    checks = theorem_checks(sizes, reward, np.linspace(0.0, 1.0, sizes["num_eps_gmm"]))
     check_seconds = time.perf_counter() - t0
     print(f"check_theorems at {len(checks)} points: {check_seconds:.1f} s", flush=True)
     loop = gmm_loop(sizes, reward, real)
@@ -429,7 +414,7 @@ def main(argv=None) -> int:
     gmm_change = loop.values["reward"][..., -1] - loop.values["reward"][..., 0]
     fractions = list(sizes["fractions"])
     summary = {
-        "sizes": sizes, "claims": claims, "library_issues": issues,
+        "sizes": sizes, "claims": claims,
         "eps": eps.tolist(),
         "exact": {str(k): {"eps_star_p0": v["eps_star_p0"],
                            "boundary_eps_T": dict(zip(map(str, fractions),
@@ -481,8 +466,6 @@ def main(argv=None) -> int:
           f"mean on the grid) = " + ", ".join(
               f"{b:.3f} (a={a})" for a, b in summary["gmm"]["boundary_interpolated"].items())
           + f"; max |GMM - exact| = {summary['gmm']['max_abs_dev_from_exact']:.3f}")
-    for issue in issues:
-        print(f"library issue: {issue}")
     for c in claims:
         print(f"claim {'holds' if c['holds'] else 'FAILS'}: {c['description']} "
               f"[{c['value']}]")

@@ -687,11 +687,13 @@ def _default_tolerance(dtype) -> float:
 def _pure_curation_diagnostics(*args, **kwargs):
     """Jitted at call time (nothing is jitted at import); jit's cache reuses the program."""
     return jax.jit(_pure_curation_diagnostics_impl,
-                   static_argnames=("k", "num_generations", "num_nodes", "facts"))(*args, **kwargs)
+                   static_argnames=("k", "num_generations", "num_nodes", "facts", "column"))(
+        *args, **kwargs)
 
 
 def _pure_curation_diagnostics_impl(p0, table, curator, *, k, num_generations, num_nodes,
-                                    facts=("monotone_reward", "limit", "reward_gain_bound")):
+                                    facts=("monotone_reward", "limit", "reward_gain_bound"),
+                                    column=None):
     """Everything facts 1-3 need, computed in one compiled program (shifted units w <= 1).
 
     The inputs are traced here: invalid ones make every slack NaN (the checks then fail).
@@ -699,16 +701,18 @@ def _pure_curation_diagnostics_impl(p0, table, curator, *, k, num_generations, n
     ok = _values_ok(probs=(p0,), rewards=table) & curator.ok()
     with _inside():
         slacks = _pure_curation_slacks(p0, table, curator, k=k, num_generations=num_generations,
-                                       num_nodes=num_nodes, facts=facts)
+                                       num_nodes=num_nodes, facts=facts, column=column)
     return _checks.poison(ok, slacks)
 
 
-def _pure_curation_slacks(p0, table, curator, *, k, num_generations, num_nodes, facts):
+def _pure_curation_slacks(p0, table, curator, *, k, num_generations, num_nodes, facts, column):
     """The slacks of ``facts`` on the pure-curation trajectory of ``curator`` from ``p0``.
 
     ``level_sets`` checks that H is equal on the level sets of the reward columns the curator
     reads, and, for a monotone curator, non-decreasing in the reward of its column; the other
-    facts are evaluated only when they apply (:func:`_facts`).
+    facts are evaluated only when they apply (:func:`_facts`). ``column`` is the monotone column
+    found on the concrete curator (``False`` when none): inside this compiled function the rates
+    are traced, and a rate-dependent answer (``adversarial`` at ``eps = 0``) is not available.
     """
     ps = trajectory(p0, table, num_generations=num_generations, k=k, num_nodes=num_nodes,
                     curator=curator)
@@ -717,7 +721,6 @@ def _pure_curation_slacks(p0, table, curator, *, k, num_generations, num_nodes, 
     out = {}
     # 1. normalisation, and H a function of the rewards read (non-decreasing when monotone).
     out["normalization"] = -jnp.max(jnp.abs(jnp.sum(ps[:-1] * hs, axis=1) - 1.0))
-    column = curator.monotone()
     read = [0 if c is None else c for c in curator.columns()]
     keys = table[:, read]  # (M, columns read)
     order = jnp.lexsort(tuple(keys[:, i] for i in range(keys.shape[1] - 1, -1, -1)))
@@ -754,7 +757,7 @@ def _pure_curation_slacks(p0, table, curator, *, k, num_generations, num_nodes, 
         out["limit"] = limit_slack
     if "reward_gain_bound" in facts:
         # 2b. gain in E[w] against (K-1)/K Var[w] / w*, with w* = 1 in shifted units.
-        rewards = curators_lib.read_column(table, curator.column)
+        rewards = curators_lib.read_column(table, column)
         logw = scaled_rewards(rewards, curator.beta, support_max(p0, rewards))
         w = jnp.where(p0 > 0, jnp.exp(jnp.minimum(logw, 0.0)), 0.0)
         mean = jnp.matmul(ps, w, precision=lax.Precision.HIGHEST)
@@ -881,7 +884,8 @@ def check_theorems(
         tol = _default_tolerance(p0.dtype)
     facts = _facts(used, k)
     computed = _pure_curation_diagnostics(p0, table, used, k=k, num_generations=num_generations,
-                                          num_nodes=num_nodes, facts=facts)
+                                          num_nodes=num_nodes, facts=facts,
+                                          column=used.monotone())
     slacks = {name: float(value) for name, value in computed.items()}
     a = float(real_fraction)
     if p_data is not None and a > 0:

@@ -55,6 +55,18 @@ def test_bench_curation_smoke(tmp_path):
     row = out["rows"][0]
     for field in ("draw_ms", "draw_curate_ms", "inverse_cdf_ms", "gumbel_max_ms", "rng_fraction"):
         assert math.isfinite(row[field]), field
+    families = {"luce", "top_m", "top_m_half", "thurstone", "adversarial", "mixture",
+                "sequential", "top_fraction"}
+    assert set(out["curators"]) == families
+    for by_k in out["curators"].values():
+        assert set(by_k) == {"4"}
+        for field in ("draw_ms", "curate_ms", "draw_curate_ms", "ratio", "overhead"):
+            assert math.isfinite(by_k["4"][field]) and by_k["4"][field] > 0, field
+        assert isinstance(by_k["4"]["within_target"], bool)
+    assert out["curators"]["mixture"]["4"]["reward_columns"] == 2
+    assert out["max_ratio"] == max(v["4"]["ratio"] for v in out["curators"].values())
+    assert out["max_ratio_at"]["family"] in families and out["max_ratio_at"]["K"] == 4
+    assert out["target"]["max_ratio"] == 1.5
 
 
 @pytest.mark.slow

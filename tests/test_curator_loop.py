@@ -242,3 +242,40 @@ def test_curated_study_runs_through_the_cli(tmp_path):
     assert {"reward_mean", "reward_mean_1", "exact_reward"} <= set(result.values)
     assert result.values["reward_mean_1"].shape == result.values["reward_mean"].shape
     assert (out / "figures" / "reward_mean_1.png").exists()
+
+
+def test_adversarial_threshold_values_stated_in_the_curators_docstring(x64):
+    """eps* = G+ / (G+ + G-): exactly 1/2 for Luce with k = 2 (any p) and for a uniform p on
+    symmetric rewards; 0.382 (K = 4) and 0.261 (K = 16) for the Dirichlet(1) draw of seed 0."""
+    p0 = np.random.default_rng(0).dirichlet(np.ones(10))
+    r = np.arange(10) / 9
+    base = C.luce(5.0)
+    assert float(sc.theory.adversarial_threshold(p0, r, k=2, curator=base)) == pytest.approx(
+        0.5, abs=1e-9)
+    assert float(sc.theory.adversarial_threshold(np.full(10, 0.1), r, k=4,
+                                                 curator=base)) == pytest.approx(0.5, abs=1e-9)
+    assert float(sc.theory.adversarial_threshold(p0, r, k=4, curator=C.adversarial(
+        base, 0.3))) == pytest.approx(0.382, abs=5e-4)
+    assert float(sc.theory.adversarial_threshold(p0, r, k=16, curator=base)) == pytest.approx(
+        0.261, abs=5e-4)
+    # the one-step change of E[r] has the sign of eps* - eps
+    for eps in (0.3, 0.45):
+        q = sc.theory.curated(p0, r, k=4, curator=C.adversarial(base, eps))
+        assert (float(q @ r - p0 @ r) > 0) == (eps < 0.382)
+
+
+def test_check_theorems_with_an_adversarial_curator_at_eps_zero_is_its_base(x64):
+    """At eps = 0 the adversarial curator is monotone (its base): the monotone facts apply and
+    hold; at eps > 0 they are reported as not applicable, never as failing."""
+    p0 = np.random.default_rng(1).dirichlet(np.ones(8))
+    r = np.linspace(0.0, 1.0, 8)
+    at_zero = sc.theory.check_theorems(p0, r, k=3, curator=C.adversarial(C.luce(2.0), 0.0),
+                                       num_generations=10)
+    assert at_zero["monotone_reward"]["applicable"] and at_zero["monotone_reward"]["holds"]
+    assert at_zero["limit"]["holds"]
+    flipped = sc.theory.check_theorems(p0, r, k=3, curator=C.adversarial(C.luce(2.0), 0.3),
+                                       p_data=p0, real_fraction=0.2, num_generations=10)
+    assert flipped["monotone_reward"] == {
+        "holds": None, "slack": flipped["monotone_reward"]["slack"], "applicable": False,
+        "reason": "the curator is not monotone in one reward column"}
+    assert all(v["holds"] for v in flipped.values() if v["applicable"])
