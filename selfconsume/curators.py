@@ -99,7 +99,9 @@ from flax import struct
 from jax import lax
 
 from selfconsume import _checks
-from selfconsume._choice import group_logits, inverse_cdf_choice, scaled_rewards
+from selfconsume._choice import (PAIRWISE_MAX_K, first_m, group_logits, inverse_cdf_choice,
+                                 pairwise_ranks, scaled_rewards, top_fraction_search,
+                                 top_fraction_top_k)
 from selfconsume._quadrature import (best_of_k_factor, finite_k_factor, levels, support_max,
                                      tilt_factor)
 from selfconsume.types import Array, ArrayLike, PRNGKey
@@ -283,9 +285,11 @@ class TopM(Curator):
         best = jnp.max(jnp.where(valid, r, -jnp.inf), axis=-1, keepdims=True)
         soft = scaled_rewards(r, self.beta, best) + g
         primary = jnp.where(valid, jnp.where(jnp.isinf(self.beta), r, soft), -jnp.inf)
-        iota = lax.broadcasted_iota(jnp.int32, r.shape, r.ndim - 1)
         # descending by (primary, g): ties in beta r (beta = inf, or all NaN) go to the larger
         # Gumbel, i.e. uniformly at random
+        if r.shape[-1] <= PAIRWISE_MAX_K:  # the same order by pairwise comparisons, faster
+            return first_m(pairwise_ranks(primary, g), self.m)
+        iota = lax.broadcasted_iota(jnp.int32, r.shape, r.ndim - 1)
         _, _, order = lax.sort((-primary, -g, iota), dimension=r.ndim - 1, num_keys=2)
         return order[..., :self.m]
 
@@ -671,11 +675,13 @@ class TopFraction(Curator):
     def keep(self, key, rewards, *, k):
         r = read_column(rewards, self.column)
         n = r.shape[0] // k
-        u = jax.random.uniform(key, r.shape, r.dtype)
         primary = jnp.where(jnp.isnan(r), -jnp.inf, r)
-        iota = jnp.arange(r.shape[0], dtype=jnp.int32)
-        _, _, order = lax.sort((-primary, -u, iota), num_keys=2)
-        rows = jnp.sort(order[:n])
+        # the n best rows, ties at the cut to the larger of iid uniforms (then the lower row),
+        # sorted: the order of lax.sort((-primary, -u, iota), num_keys=2), without the sort
+        if k >= 32 and primary.dtype == jnp.float32:
+            rows = top_fraction_top_k(key, primary, n)
+        else:
+            rows = top_fraction_search(key, primary, n)
         return rows, rows
 
     def factor(self, p, rewards, *, k, num_nodes):
