@@ -1,4 +1,6 @@
-r"""K-way Bradley–Terry (Luce) curation of generated samples.
+r"""K-way Bradley–Terry (Luce) curation of generated samples (the default rule of :func:`curate`;
+every other choice rule, sampled and exact, is a curator of :mod:`selfconsume.curators`, passed
+as ``curate(..., curator=...)``).
 
 A curator shown ``k`` candidates :math:`x_1, \dots, x_k` with rewards :math:`r_1, \dots, r_k` keeps
 candidate :math:`j` with probability

@@ -2,10 +2,12 @@ r"""The iterated retraining loop on curated samples.
 
 One generation, from model :math:`p_t` (params :math:`\theta_t`):
 
-1. draw ``num_samples * k`` candidates :math:`x \sim p_t` and their rewards :math:`r(x)`;
+1. draw ``num_samples * k`` candidates :math:`x \sim p_t` and their rewards :math:`r(x)` (one
+   column, or R columns for curators that read several);
 2. curate: keep one candidate per group of ``k`` with probability
-   :math:`\operatorname{softmax}(\beta r)` (:func:`selfconsume.curate`), giving ``num_samples`` kept
-   samples :math:`\tilde x_1..\tilde x_n`;
+   :math:`\operatorname{softmax}(\beta r)` (:func:`selfconsume.curate`), or by any ``curator`` of
+   :mod:`selfconsume.curators` (one that keeps m per group sees ``num_samples / m`` groups),
+   giving ``num_samples`` kept samples :math:`\tilde x_1..\tilde x_n`;
 3. refit by weighted maximum likelihood. Regime ``replace`` (the paper's loop):
 
    .. math:: \theta_{t+1} = \arg\max_\theta\; \frac{a}{\sum_j v_j} \sum_j v_j \log p_\theta(y_j)

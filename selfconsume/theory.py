@@ -77,7 +77,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import math
 
 import jax
@@ -88,7 +87,7 @@ from jax import lax
 from selfconsume import _checks
 from selfconsume import curators as curators_lib
 from selfconsume._choice import scaled_rewards
-from selfconsume._quadrature import (best_of_k_factor, finite_k_factor, quadrature_grid,
+from selfconsume._quadrature import (finite_k_factor, quadrature_grid,
                                      support_max, tilt_factor)
 from selfconsume.types import Array, ArrayLike
 
