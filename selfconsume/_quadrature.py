@@ -44,19 +44,13 @@ def tilt_factor(p: Array, rewards: Array, beta: Array) -> Array:
 def best_of_k_factor(p: Array, rewards: Array, beta: Array, *, k: int) -> Array:
     """beta = inf: H(x) = F^{K-1} (1 - (1-q)^K) / q with q = P(r = r(x)) / F(r(x))."""
     del beta
-    m = p.shape[0]
-    order = jnp.argsort(rewards)
-    r_sorted, p_sorted = rewards[order], p[order]
-    new_level = jnp.concatenate([jnp.ones((1,), bool), r_sorted[1:] != r_sorted[:-1]])
-    level = jnp.cumsum(new_level) - 1
-    level_mass = jax.ops.segment_sum(p_sorted, level, num_segments=m)[level]
-    below = jax.ops.segment_min(jnp.cumsum(p_sorted) - p_sorted, level, num_segments=m)[level]
+    level_mass, below, _ = levels(p, rewards)
     cdf = below + level_mass
     q = jnp.where(cdf > 0, level_mass / jnp.where(cdf > 0, cdf, 1.0), 0.0)
     power = jnp.where(cdf > 0, jnp.exp((k - 1) * jnp.log(jnp.where(cdf > 0, cdf, 1.0))), 0.0)
     safe_q = jnp.where(q > 0, q, 1.0)
     ratio = jnp.where(q > 0, -jnp.expm1(k * jnp.log1p(-safe_q)) / safe_q, float(k))
-    return jnp.zeros_like(p).at[order].set(power * ratio)
+    return power * ratio
 
 
 def _log_phi_psi(s: Array, p: Array, logw: Array):

@@ -224,13 +224,23 @@ class Curator:
         return hash(self.signature())
 
 
+class _OneColumn(Curator):
+    """A curator that reads one reward column (its ``column`` field) and is monotone in it."""
+
+    def monotone(self):
+        return self.column
+
+    def columns(self):
+        return (self.column,)
+
+
 # --------------------------------------------------------------------------------------------
 # Luce and top-m: Plackett-Luce rankings
 # --------------------------------------------------------------------------------------------
 
 
 @struct.dataclass(eq=False)
-class Luce(Curator):
+class Luce(_OneColumn):
     """Keep 1 of k with probability ``softmax(beta r)`` (``beta = inf``: best-of-k, ties uniform)."""
 
     beta: Array
@@ -239,12 +249,6 @@ class Luce(Curator):
 
     def ok(self):
         return _ok_scalar(self.beta, minimum=0.0)
-
-    def monotone(self):
-        return self.column
-
-    def columns(self):
-        return (self.column,)
 
     def choose(self, key, rewards, num_candidates=None):
         logits = group_logits(read_column(rewards, self.column), self.beta, num_candidates)
@@ -256,7 +260,7 @@ class Luce(Curator):
 
 
 @struct.dataclass(eq=False)
-class TopM(Curator):
+class TopM(_OneColumn):
     """Rank the k by a Plackett–Luce draw (``beta r + Gumbel``) and keep the first ``m``."""
 
     beta: Array
@@ -271,12 +275,6 @@ class TopM(Curator):
 
     def ok(self):
         return _ok_scalar(self.beta, minimum=0.0)
-
-    def monotone(self):
-        return self.column
-
-    def columns(self):
-        return (self.column,)
 
     def choose(self, key, rewards):
         r = read_column(rewards, self.column)
@@ -313,7 +311,7 @@ def _pl_factor(p, r, beta, *, k, m, num_nodes):
 
 
 @struct.dataclass(eq=False)
-class Thurstone(Curator):
+class Thurstone(_OneColumn):
     """Keep the argmax of ``r + sigma Z`` (``Z`` iid standard normal; ties uniform)."""
 
     sigma: Array
@@ -322,12 +320,6 @@ class Thurstone(Curator):
 
     def ok(self):
         return _ok_scalar(self.sigma, minimum=0.0)
-
-    def monotone(self):
-        return self.column
-
-    def columns(self):
-        return (self.column,)
 
     def choose(self, key, rewards):
         r = read_column(rewards, self.column)
@@ -656,7 +648,7 @@ def _sequential_factor(p, r1, beta1, u2, *, kind, k, m, num_nodes):
 
 
 @struct.dataclass(eq=False)
-class TopFraction(Curator):
+class TopFraction(_OneColumn):
     """Keep the best n of all n*k candidates, pooled (ties uniform)."""
 
     column: int | None = struct.field(pytree_node=False, default=None)
@@ -665,12 +657,6 @@ class TopFraction(Curator):
 
     def ok(self):
         return True
-
-    def monotone(self):
-        return self.column
-
-    def columns(self):
-        return (self.column,)
 
     def keep(self, key, rewards, *, k):
         r = read_column(rewards, self.column)
