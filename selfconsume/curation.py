@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from selfconsume import _checks
+from selfconsume import curators as curators_lib
 from selfconsume._choice import (as_float, group_logits, inverse_cdf_choice, scaled_rewards,
                                  traced_ok)
 from selfconsume.curators import Curator, Luce, read_column
@@ -122,12 +122,7 @@ def curate(
         raise ValueError(f"`rewards` must be 1-D with shape (n*k,); got shape {rewards.shape}.")
     if rewards.shape[0] == 0:
         raise ValueError("`rewards` must not be empty; got shape (0,).")
-    if rewards.shape[0] % k:
-        raise ValueError(
-            f"the number of rewards must be a multiple of `k`={k}; got {rewards.shape[0]}.")
-    if samples.ndim == 0:
-        raise ValueError("`samples` must have a leading axis of size n*k; got a scalar.")
-    _checks.same_length("samples", samples, "rewards", rewards)
+    _check_groups(samples, rewards, k)
     _checks.scalar("beta", beta, minimum=0.0)
     if num_candidates is not None:
         _checks.scalar("num_candidates", num_candidates, minimum=1, maximum=k)
@@ -143,24 +138,23 @@ def curate(
     return _checks.poison(ok, kept)
 
 
-def _curate_with(key, samples, rewards, *, k, beta, num_candidates, curator):
-    """:func:`curate` with a curator: checks, then ``curator.keep``."""
-    if not isinstance(curator, Curator):
-        raise ValueError(f"`curator` must be a selfconsume.curators curator or None; got "
-                         f"{type(curator).__name__}.")
-    if not (_checks.is_concrete(beta) and float(np.asarray(beta)) == 1.0):
-        shown = _checks.show(beta) if _checks.is_concrete(beta) else "a traced value"
-        raise ValueError(f"`beta` must be left at its default with a curator (the curator holds "
-                         f"its own rates); got beta={shown} with {curator.name!r}.")
-    if rewards.ndim not in (1, 2) or rewards.shape[0] == 0:
-        raise ValueError(f"`rewards` must be (n*k,) or (n*k, R) and non-empty; got shape "
-                         f"{rewards.shape}.")
+def _check_groups(samples, rewards, k: int) -> None:
+    """``n*k`` rows of rewards, and as many samples."""
     if rewards.shape[0] % k:
         raise ValueError(
             f"the number of rewards must be a multiple of `k`={k}; got {rewards.shape[0]}.")
     if samples.ndim == 0:
         raise ValueError("`samples` must have a leading axis of size n*k; got a scalar.")
     _checks.same_length("samples", samples, "rewards", rewards)
+
+
+def _curate_with(key, samples, rewards, *, k, beta, num_candidates, curator):
+    """:func:`curate` with a curator: checks, then ``curator.keep``."""
+    curators_lib.check(curator, beta=beta)
+    if rewards.ndim not in (1, 2) or rewards.shape[0] == 0:
+        raise ValueError(f"`rewards` must be (n*k,) or (n*k, R) and non-empty; got shape "
+                         f"{rewards.shape}.")
+    _check_groups(samples, rewards, k)
     table = rewards if rewards.ndim == 2 else rewards[:, None]
     for column in curator.columns():
         read_column(table[:1], column)  # raises for a column the rewards do not have

@@ -125,6 +125,7 @@ __all__ = [
     "CURATORS",
     "get",
     "read_column",
+    "check",
 ]
 
 
@@ -146,6 +147,22 @@ def read_column(rewards: Array, column: int | None) -> Array:
         raise ValueError(f"`column` must be in [0, {num - 1}] for rewards with {num} columns; "
                          f"got {column}.")
     return rewards[..., column]
+
+
+def check(curator, *, beta=None) -> None:
+    """Checks an argument ``curator`` (a :class:`Curator`) and, with ``beta``, that the caller's
+    ``beta`` is left at its default of 1 (the curator holds its own rates).
+
+    Raises:
+        ValueError: naming ``curator`` or ``beta``.
+    """
+    if not isinstance(curator, Curator):
+        raise ValueError(f"`curator` must be a selfconsume.curators curator or None; got "
+                         f"{type(curator).__name__}.")
+    if beta is not None and not (_checks.is_concrete(beta) and float(np.asarray(beta)) == 1.0):
+        shown = _checks.show(beta) if _checks.is_concrete(beta) else "a traced value"
+        raise ValueError(f"`beta` must be left at its default with a curator (the curator holds "
+                         f"its own rates); got beta={shown} with {curator.name!r}.")
 
 
 def _float_leaf(name: str, value, *, minimum=None, maximum=None):

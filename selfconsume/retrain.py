@@ -35,6 +35,7 @@ from flax import struct
 from jax import lax
 
 from selfconsume import _checks
+from selfconsume import curators as curators_lib
 from selfconsume import metrics as metrics_lib
 from selfconsume.curation import curate
 from selfconsume.curators import Curator
@@ -200,9 +201,7 @@ def _check_curator(curator, hyper: Hyperparams, config: LoopConfig):
     curator)."""
     if curator is None:
         return True
-    if not isinstance(curator, Curator):
-        raise ValueError(f"`curator` must be a selfconsume.curators curator or None; got "
-                         f"{type(curator).__name__}.")
+    curators_lib.check(curator)
     _groups(config, curator)
     nc = hyper.num_candidates
     if _checks.is_concrete(nc):

@@ -172,13 +172,7 @@ def _prepare(p, rewards, *, name: str = "p"):
 def _prepare_table(p, rewards, curator, beta, *, name: str = "p"):
     """:func:`_prepare` for a curator: rewards ``(M,)`` or ``(M, R)``, returned as ``(M, R)``;
     checks that ``beta`` is left at its default and that the curator's columns exist."""
-    if not isinstance(curator, curators_lib.Curator):
-        raise ValueError(f"`curator` must be a selfconsume.curators curator or None; got "
-                         f"{type(curator).__name__}.")
-    if not _INSIDE.get() and not (_checks.is_concrete(beta) and float(np.asarray(beta)) == 1.0):
-        shown = _checks.show(beta) if _checks.is_concrete(beta) else "a traced value"
-        raise ValueError(f"`beta` must be left at its default with a curator (the curator holds "
-                         f"its own rates); got beta={shown} with {curator.name!r}.")
+    curators_lib.check(curator, beta=None if _INSIDE.get() else beta)
     r = jnp.asarray(rewards)
     if r.ndim not in (1, 2):
         raise ValueError(f"`rewards` must be (M,) or (M, R) with a curator; got shape {r.shape}.")
@@ -376,7 +370,7 @@ def curated(
         ``(M,)`` probabilities; zero wherever ``p`` is zero.
     """
     if curator is not None and not _INSIDE.get():
-        _prepare_table(p, rewards, curator, beta)  # beta left at its default, the columns exist
+        curators_lib.check(curator, beta=beta)  # inside, curation_factor skips the beta check
     with _inside():
         h = curation_factor(p, rewards, k=k, beta=beta, num_nodes=num_nodes,
                             curator=curator)  # checks the args
