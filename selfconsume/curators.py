@@ -99,6 +99,7 @@ from flax import struct
 from jax import lax
 
 from selfconsume import _checks
+from selfconsume._options import Options
 from selfconsume._choice import (PAIRWISE_MAX_K, first_m, group_logits, inverse_cdf_choice,
                                  pairwise_ranks, scaled_rewards, top_fraction_search,
                                  top_fraction_top_k)
@@ -186,7 +187,7 @@ def _ok_scalar(value, **bounds):
     return True if _checks.is_concrete(value) else _checks.scalar_ok(value, **bounds)
 
 
-class Curator:
+class Curator(Options):
     """The protocol of a curator (subclasses are ``flax.struct`` dataclasses).
 
     Methods:
@@ -212,33 +213,6 @@ class Curator:
         index = self.choose(key, rewards.reshape(n, k, rewards.shape[-1])).astype(jnp.int32)
         rows = jnp.arange(n, dtype=jnp.int32)[:, None] * k + index
         return rows.reshape(-1), index.reshape(-1)
-
-    def signature(self) -> tuple:
-        """The static structure: the types and static options of this curator and of the
-        curators nested in it (what a change of would retrace a jitted function)."""
-        out = [type(self).__name__]
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, Curator):
-                out.append(value.signature())
-            elif isinstance(value, tuple) and value and isinstance(value[0], Curator):
-                out.append(tuple(c.signature() for c in value))
-            elif not field.metadata.get("pytree_node", True):
-                out.append((field.name, value))
-        return tuple(out)
-
-    def __eq__(self, other):
-        if not isinstance(other, Curator):
-            return NotImplemented
-        if self.signature() != other.signature():
-            return False
-        a, b = jax.tree_util.tree_leaves(self), jax.tree_util.tree_leaves(other)
-        if not all(_checks.is_concrete(x) and _checks.is_concrete(y) for x, y in zip(a, b)):
-            return all(x is y for x, y in zip(a, b))
-        return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
-
-    def __hash__(self):
-        return hash(self.signature())
 
 
 class _OneColumn(Curator):
