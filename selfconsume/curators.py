@@ -99,12 +99,12 @@ from flax import struct
 from jax import lax
 
 from selfconsume import _checks
-from selfconsume._options import Options
 from selfconsume._choice import (PAIRWISE_MAX_K, first_m, group_logits, inverse_cdf_choice,
                                  pairwise_ranks, scaled_rewards, top_fraction_search,
                                  top_fraction_top_k)
 from selfconsume._quadrature import (best_of_k_factor, finite_k_factor, levels, support_max,
                                      tilt_factor)
+from selfconsume._options import Options
 from selfconsume.types import Array, ArrayLike, PRNGKey
 
 __all__ = [
