@@ -88,7 +88,6 @@ float64, ``tests/test_curators.py``):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import ClassVar
 
@@ -99,34 +98,46 @@ from flax import struct
 from jax import lax
 
 from selfconsume import _checks
-from selfconsume._choice import (PAIRWISE_MAX_K, first_m, group_logits, inverse_cdf_choice,
-                                 pairwise_ranks, scaled_rewards, top_fraction_search,
-                                 top_fraction_top_k)
-from selfconsume._quadrature import (best_of_k_factor, finite_k_factor, levels, support_max,
-                                     tilt_factor)
+from selfconsume._choice import (
+    PAIRWISE_MAX_K,
+    first_m,
+    group_logits,
+    inverse_cdf_choice,
+    pairwise_ranks,
+    scaled_rewards,
+    top_fraction_search,
+    top_fraction_top_k,
+)
 from selfconsume._options import Options
+from selfconsume._quadrature import (
+    best_of_k_factor,
+    finite_k_factor,
+    levels,
+    support_max,
+    tilt_factor,
+)
 from selfconsume.types import Array, ArrayLike, PRNGKey
 
 __all__ = [
+    "CURATORS",
+    "Adversarial",
     "Curator",
     "Luce",
-    "TopM",
-    "Thurstone",
-    "Adversarial",
     "Mixture",
     "Sequential",
+    "Thurstone",
     "TopFraction",
-    "luce",
-    "top_m",
-    "thurstone",
+    "TopM",
     "adversarial",
-    "mixture",
-    "sequential",
-    "top_fraction",
-    "CURATORS",
-    "get",
-    "read_column",
     "check",
+    "get",
+    "luce",
+    "mixture",
+    "read_column",
+    "sequential",
+    "thurstone",
+    "top_fraction",
+    "top_m",
 ]
 
 
