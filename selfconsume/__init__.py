@@ -15,8 +15,8 @@ The public API (see the README and DESIGN.md section 3):
   :mod:`selfconsume.stats` (intervals over seeds), :mod:`selfconsume.files` (atomic writes).
 """
 
-from selfconsume import (classifier, curators, data, files, metrics, models, results, rewards,
-                         stats, theory)
+from selfconsume import (classifier, curators, data, files, metrics, models, results,
+                         reward_models, rewards, stats, theory)
 from selfconsume import execution, retrain
 from selfconsume.curation import choice_probabilities, curate
 from selfconsume.retrain import (Hyperparams, LoopConfig, RetrainInfo, RetrainState, retrain_step,
@@ -51,6 +51,7 @@ __all__ = [
     "real_fraction_from_lambda",
     "results",
     "retrain",
+    "reward_models",
     "retrain_step",
     "rewards",
     "run",

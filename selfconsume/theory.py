@@ -86,6 +86,7 @@ from jax import lax
 
 from selfconsume import _checks
 from selfconsume import curators as curators_lib
+from selfconsume import reward_models as rm_lib
 from selfconsume._choice import scaled_rewards
 from selfconsume._quadrature import (finite_k_factor, quadrature_grid,
                                      support_max, tilt_factor)
@@ -97,6 +98,7 @@ __all__ = [
     "curated",
     "retrain_map",
     "trajectory",
+    "reward_model_trajectory",
     "limit",
     "fixed_point",
     "reward_gain_bound",
@@ -485,6 +487,66 @@ def _trajectory_impl(p0, rewards, beta, p_data, real_fraction, curator, *, num_g
 
     _, ps = lax.scan(step, p0, None, length=num_generations)
     return jnp.concatenate([p0[None], ps], axis=0)
+
+
+def reward_model_trajectory(
+    p0: ArrayLike,
+    rewards: ArrayLike,
+    *,
+    num_generations: int,
+    k,
+    reward_model,
+    feedback=None,
+    beta: ArrayLike = 1.0,
+    p_data: ArrayLike | None = None,
+    real_fraction: ArrayLike = 0.0,
+    num_nodes: int | None = None,
+    curator=None,
+) -> tuple[Array, Array]:
+    r"""The loop of :func:`selfconsume.run` with a learned tabular reward and infinitely many
+    comparisons: at every refit generation ``t`` (``feedback.refit_every``) the reward is
+    :math:`u_t = ` :func:`selfconsume.reward_models.population_fit` of :math:`p_t` (else
+    :math:`u_t = u_{t-1}`), and :math:`p_{t+1} = a\, p_{\rm data} + (1-a)\, p_t H_{p_t}[u_t]`, the
+    curator reading the learned reward.
+
+    Args:
+        p0: ``(M,)`` initial model. rewards: ``(M,)`` the true rewards (what the judge sees).
+        num_generations: static T >= 0.
+        k, beta, p_data, real_fraction, num_nodes, curator: as in :func:`trajectory` (the
+            curation of the generated candidates, on the learned reward).
+        reward_model: a :func:`selfconsume.reward_models.tabular` model.
+        feedback: :func:`selfconsume.reward_models.feedback` of pairs, ``flip`` ``"random"`` or
+            ``"margin"``.
+
+    Returns:
+        ``(ps, us)``, both ``(T + 1, M)``: the models and the learned rewards that curate them.
+    """
+    num_generations = _checks.static_int("num_generations", num_generations, minimum=0)
+    k = _check_k(k)
+    fb = rm_lib.feedback() if feedback is None else feedback
+    p0, table, like = _prepare_any(p0, rewards, curator, beta, name="p0")
+    true = table if curator is None else table[:, 0]
+    if curator is not None and table.shape[1] != 1:
+        raise ValueError(f"`rewards` must be one column (M,) with a learned reward; got shape "
+                         f"{jnp.shape(rewards)}.")
+    beta = _check_beta(beta, p0.dtype)
+    p_data = _prepare_real(p_data, real_fraction, like)
+    a = jnp.asarray(real_fraction, p0.dtype)
+    ok = (_traced_ok(probs=(p0, p_data), rewards=true, beta=beta, real_fraction=real_fraction)
+          & _curator_ok(curator))
+    fit = lambda p: rm_lib.population_fit(p, true, reward_model=reward_model, feedback=fb)  # noqa
+
+    def step(carry, t):
+        p, u = carry
+        u = lax.cond(fb.due(t), fit, lambda _: u, p)
+        with _inside():
+            q = _mix(p_data, a, curated(p, u if curator is None else u[:, None], k=k, beta=beta,
+                                        num_nodes=num_nodes, curator=curator))
+        return (q, u), (p, u)
+
+    generations = jnp.arange(num_generations + 1, dtype=jnp.int32)
+    _, (ps, us) = lax.scan(step, (p0, jnp.zeros_like(p0)), generations)
+    return _checks.poison(ok, ps), _checks.poison(ok, us)
 
 
 def limit(p0: ArrayLike, rewards: ArrayLike) -> Array:

@@ -12,9 +12,10 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "selfconsume"
 LAYERS = [
     {"types", "_checks", "files", "_options"},
     {"stats", "results"},
-    {"_choice", "_quadrature"},
+    {"_choice", "_quadrature", "_solvers"},
     {"curators"},
-    {"curation", "metrics", "models", "rewards", "data", "theory", "classifier"},
+    {"curation", "metrics", "models", "rewards", "data", "theory", "classifier",
+     "reward_models"},
     {"retrain"},
     {"execution"},
     {"plotting"},
