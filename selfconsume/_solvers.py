@@ -22,7 +22,8 @@ from jax.flatten_util import ravel_pytree
 __all__ = ["newton"]
 
 
-def newton(loss: Callable, params, *, tol: float, max_iterations: int):
+def newton(loss: Callable, params, *, tol: float, max_iterations: int,
+           hessian: Callable | None = None):
     """Minimises ``loss(params)`` (strictly convex, smooth) by damped Newton steps.
 
     Args:
@@ -30,6 +31,8 @@ def newton(loss: Callable, params, *, tol: float, max_iterations: int):
         params: the starting point, a pytree of floating arrays.
         tol: stop when the largest absolute entry of the gradient is at most ``tol``.
         max_iterations: static bound on the number of Newton steps.
+        hessian: optional ``flat -> (P, P)`` Hessian on the flattened parameters (default
+            ``jax.hessian``), for a structure autodiff would not exploit.
 
     Returns:
         ``(params, gradient_norm)``: the minimiser and the sup-norm of the gradient there (NaN
@@ -38,7 +41,7 @@ def newton(loss: Callable, params, *, tol: float, max_iterations: int):
     flat0, unravel = ravel_pytree(params)
     f = lambda x: loss(unravel(x))  # noqa: E731
     grad = jax.grad(f)
-    hess = jax.hessian(f)
+    hess = jax.hessian(f) if hessian is None else hessian
 
     def cond(carry):
         _, g, it = carry

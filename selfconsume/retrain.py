@@ -37,6 +37,7 @@ from jax import lax
 from selfconsume import _checks
 from selfconsume import curators as curators_lib
 from selfconsume import metrics as metrics_lib
+from selfconsume import reward_models as reward_models_lib
 from selfconsume.curation import curate
 from selfconsume.curators import Curator
 from selfconsume.models import GenerativeModel
@@ -118,12 +119,15 @@ class RetrainState:
         generation: int32 scalar, the number of refits done so far.
         pool: ``(T * n, ...)`` kept samples of past generations (``accumulate``), else ``None``.
         pool_weights: ``(T * n,)`` 1 for filled rows of ``pool``, 0 otherwise, or ``None``.
+        reward_params: the learned reward model's params (with a ``reward_model``), else
+            ``None``.
     """
 
     params: PyTree
     generation: Array
     pool: Array | None = None
     pool_weights: Array | None = None
+    reward_params: PyTree | None = None
 
 
 @struct.dataclass
@@ -136,6 +140,10 @@ class RetrainInfo:
         kept: the curated samples (:class:`~selfconsume.Curated`, ``n`` rows).
         fit_is_finite: bool scalar, whether every leaf of the refitted params is finite.
         hyper: the :class:`Hyperparams` of the generation (e.g. ``hyper.reward_scale``).
+        proxy_rewards: ``(n * k,)`` the learned reward of the candidates (what the curator
+            read), with a ``reward_model``; else ``None``.
+        reward_model_accuracy: scalar, the learned reward's accuracy on held-out comparisons
+            (:func:`selfconsume.reward_models.accuracy`), with a ``reward_model``; else ``None``.
     """
 
     candidates: Array
@@ -143,6 +151,8 @@ class RetrainInfo:
     kept: Curated
     fit_is_finite: Array
     hyper: Hyperparams
+    proxy_rewards: Array | None = None
+    reward_model_accuracy: Array | None = None
 
 
 def _all_finite(tree: PyTree) -> Array:
@@ -256,14 +266,18 @@ def _fit_data_spec(real_data, spec, config: LoopConfig):
 
 
 def init_state(params0: PyTree, *, model: GenerativeModel, config: LoopConfig,
-               real_data: ArrayLike | None = None) -> RetrainState:
+               real_data: ArrayLike | None = None,
+               reward_model: reward_models_lib.RewardModel | None = None,
+               key: PRNGKey | None = None) -> RetrainState:
     """The loop's initial state: ``params0`` at generation 0 (with an empty pool for
     ``accumulate``).
 
     A family whose params grow with the data (``kde`` holds its training points) gets ``params0``
     conformed to the shape of the loop's refits (``model.conform``: the same distribution with
     zero-weight padding), so the state keeps one shape over generations; pass the loop's
-    ``real_data`` (or ``None``) so that shape is known.
+    ``real_data`` (or ``None``) so that shape is known. With a ``reward_model`` the state also
+    holds its initial params, ``reward_model.init(key, samples)`` (``key`` defaults to
+    ``jax.random.key(0)``; :func:`run` passes ``fold_in(key, 1)`` of its own key).
 
     Raises:
         ValueError: if the loop's refits change the params' shapes and the family cannot conform
@@ -284,12 +298,18 @@ def init_state(params0: PyTree, *, model: GenerativeModel, config: LoopConfig,
                 f"({jax.tree.map(jnp.shape, params0)} -> {jax.tree.map(jnp.shape, like)}) and "
                 "cannot conform them; a lax.scan over generations needs one shape.")
         params0 = conform(params0, like)
+    reward_params = None
+    if reward_model is not None:
+        key = jax.random.key(0) if key is None else key
+        reward_params = reward_model.init(key, jnp.zeros(spec.shape, spec.dtype))
+    state = RetrainState(params=params0, generation=jnp.zeros((), jnp.int32),
+                         reward_params=reward_params)
     if config.regime == "accumulate":
         rows = config.num_generations * config.num_samples
         pool = jnp.zeros((rows,) + spec.shape[1:], spec.dtype)
-        return RetrainState(params=params0, generation=jnp.zeros((), jnp.int32), pool=pool,
-                            pool_weights=jnp.zeros((rows,), jnp.result_type(float)))
-    return RetrainState(params=params0, generation=jnp.zeros((), jnp.int32))
+        return state.replace(pool=pool,
+                             pool_weights=jnp.zeros((rows,), jnp.result_type(float)))
+    return state
 
 
 def _groups(config: LoopConfig, curator) -> int:
@@ -302,24 +322,71 @@ def _groups(config: LoopConfig, curator) -> int:
     return config.num_samples // m
 
 
-def _draw_and_curate(key, params, hyper, *, model, reward_fn, config, curator=None):
+def _rewards(reward_fn, samples, hyper, *, columns: bool):
+    """``reward_scale * reward_fn(samples)``, checked: ``(n,)``, or ``(n, R)`` with ``columns``."""
+    n = samples.shape[0]
+    raw = jnp.asarray(reward_fn(samples))
+    if raw.shape[:1] != (n,) or raw.ndim not in (1, 2) or (not columns and raw.ndim != 1):
+        allowed = f"({n},) or ({n}, R)" if columns else (
+            f"({n},) (several reward columns need a `curator` that says which it reads, and a "
+            "learned reward model reads one)")
+        raise ValueError(f"`reward_fn` must map ({n}, ...) samples to rewards of shape {allowed}; "
+                         f"got shape {raw.shape}.")
+    return jnp.asarray(hyper.reward_scale, raw.dtype) * raw
+
+
+def _kept_rows(kept: Curated, config: LoopConfig, curator) -> Array:
+    """The candidate row of every kept sample."""
+    if curator is not None and not curator.per_group:
+        return kept.index
+    per_group = 1 if curator is None else curator.kept(config.k)
+    groups = kept.index.shape[0] // per_group
+    return jnp.repeat(jnp.arange(groups, dtype=jnp.int32), per_group) * config.k + kept.index
+
+
+def _draw_and_curate(key, params, hyper, *, model, reward_fn, config, curator=None,
+                     learned=None, reward_params=None):
+    """Candidates, their (true) rewards, the kept samples and, with a learned reward model, the
+    proxy rewards the curator read (the kept samples then carry their true rewards)."""
     key_sample, key_curate = jax.random.split(key)
     n = _groups(config, curator) * config.k
     candidates = model.sample(key_sample, params, n)
-    raw = jnp.asarray(reward_fn(candidates))
-    if raw.shape[:1] != (n,) or raw.ndim not in (1, 2) or (curator is None and raw.ndim != 1):
-        allowed = f"({n},) or ({n}, R)" if curator is not None else (
-            f"({n},) (several reward columns need a `curator` that says which it reads)")
-        raise ValueError(f"`reward_fn` must map ({n}, ...) samples to rewards of shape {allowed}; "
-                         f"got shape {raw.shape}.")
-    rewards = jnp.asarray(hyper.reward_scale, raw.dtype) * raw
+    rewards = _rewards(reward_fn, candidates, hyper,
+                       columns=curator is not None and learned is None)
+    proxy = None if learned is None else learned[0].apply(reward_params, candidates)
+    read = rewards if proxy is None else proxy
     if curator is None:
         num_candidates = jnp.where(hyper.num_candidates > 0, hyper.num_candidates, config.k)
-        kept = curate(key_curate, candidates, rewards, k=config.k, beta=hyper.beta,
+        kept = curate(key_curate, candidates, read, k=config.k, beta=hyper.beta,
                       num_candidates=num_candidates)
     else:
-        kept = curate(key_curate, candidates, rewards, k=config.k, curator=curator)
-    return candidates, rewards, kept
+        kept = curate(key_curate, candidates, read, k=config.k, curator=curator)
+    if proxy is not None:
+        kept = kept.replace(rewards=rewards[_kept_rows(kept, config, curator)])
+    return candidates, rewards, kept, proxy
+
+
+def _feedback_step(key, state, hyper, *, model, reward_fn, learned):
+    """Refits the learned reward on fresh comparisons when due; ``(reward_params, held-out
+    accuracy)``."""
+    reward_model, fb = learned
+    key_draw, key_judge, key_fit, key_held = jax.random.split(key, 4)
+
+    def judged(key_x, key_j, groups, **poison):
+        x = model.sample(key_x, state.params, groups * fb.k)
+        return reward_models_lib.compare(key_j, x, _rewards(reward_fn, x, hyper, columns=False),
+                                         k=fb.k, judge=fb.judge, **poison)
+
+    def refit(params):
+        comparisons = judged(key_draw, key_judge, fb.num_comparisons, eps=fb.eps, flip=fb.flip,
+                             reward_model=reward_model)
+        return reward_model.fit(key_fit, params, comparisons)
+
+    params = lax.cond(fb.due(state.generation), refit, lambda p: p, state.reward_params)
+    held = judged(*jax.random.split(key_held), fb.num_heldout)
+    acc = reward_models_lib.accuracy(
+        reward_models_lib.group_rewards(reward_model, params, held), held)
+    return params, acc
 
 
 def _refit(key, state, kept, hyper, real_data, real_weights, *, model, config):
@@ -341,8 +408,8 @@ def _refit(key, state, kept, hyper, real_data, real_weights, *, model, config):
         data = jnp.concatenate([real_data, pool], axis=0)
         weights = jnp.concatenate([real_weights * real_data.shape[0], pool_weights])
     params = model.fit(key, state.params, data, weights)
-    return RetrainState(params=params, generation=state.generation + 1, pool=pool,
-                        pool_weights=pool_weights)
+    return state.replace(params=params, generation=state.generation + 1, pool=pool,
+                         pool_weights=pool_weights)
 
 
 def retrain_step(
@@ -356,6 +423,8 @@ def retrain_step(
     config: LoopConfig,
     real_weights: ArrayLike | None = None,
     curator: Curator | None = None,
+    reward_model: reward_models_lib.RewardModel | None = None,
+    feedback: reward_models_lib.Feedback | None = None,
 ) -> tuple[RetrainState, RetrainInfo]:
     """One generation: draw candidates from the model, curate them, refit.
 
@@ -370,6 +439,8 @@ def retrain_step(
         real_weights: optional ``(N,)`` non-negative weights of the real samples.
         curator: the choice rule (:mod:`selfconsume.curators`), a pytree whose rates may be
             traced; ``None`` keeps 1 of k with ``softmax(hyper.beta * r)``.
+        reward_model, feedback: a learned reward (as in :func:`run`); ``state`` must come from
+            :func:`init_state` with the same ``reward_model``.
 
     Returns:
         ``(new_state, info)``; ``info`` describes the candidates drawn from ``state`` and whether
@@ -380,34 +451,73 @@ def retrain_step(
     Raises:
         ValueError: for structural problems and concrete invalid values.
     """
-    real_data, real_weights, ok = _prepare(state.params, hyper, real_data, real_weights,
-                                           model=model, reward_fn=reward_fn, config=config,
-                                           curator=curator)
+    real_data, real_weights, ok, learned = _prepare(
+        state.params, hyper, real_data, real_weights, model=model, reward_fn=reward_fn,
+        config=config, curator=curator, reward_model=reward_model, feedback=feedback)
+    _check_state(state, learned)
     return _step(key, state, hyper, real_data, real_weights, ok, model=model,
-                 reward_fn=reward_fn, config=config, curator=curator)
+                 reward_fn=reward_fn, config=config, curator=curator, learned=learned)
+
+
+def _check_state(state: RetrainState, learned) -> None:
+    if (learned is None) != (state.reward_params is None):
+        raise ValueError(
+            "`state` must come from init_state(..., reward_model=...) with the loop's "
+            "`reward_model`; got a state " + ("without" if learned else "with")
+            + " reward params " + ("and a reward_model." if learned else "and no reward_model."))
 
 
 def _step(key, state, hyper, real_data, real_weights, ok, *, model, reward_fn, config,
-          curator=None):
+          curator=None, learned=None):
+    accuracy = None
+    if learned is not None:
+        key, key_feedback = jax.random.split(key)
+        reward_params, accuracy = _feedback_step(key_feedback, state, hyper, model=model,
+                                                 reward_fn=reward_fn, learned=learned)
+        state = state.replace(reward_params=reward_params)
     key_draw, key_fit = jax.random.split(key)
-    candidates, rewards, kept = _draw_and_curate(key_draw, state.params, hyper, model=model,
-                                                 reward_fn=reward_fn, config=config,
-                                                 curator=curator)
+    candidates, rewards, kept, proxy = _draw_and_curate(
+        key_draw, state.params, hyper, model=model, reward_fn=reward_fn, config=config,
+        curator=curator, learned=learned, reward_params=state.reward_params)
     new_state = _refit(key_fit, state, kept, hyper, real_data, real_weights, model=model,
                        config=config)
-    new_state = new_state.replace(params=_checks.poison(ok, new_state.params))
+    new_state = new_state.replace(params=_checks.poison(ok, new_state.params),
+                                  reward_params=_checks.poison(ok, new_state.reward_params))
     info = RetrainInfo(candidates=candidates, candidate_rewards=rewards, kept=kept,
-                       fit_is_finite=_all_finite(new_state.params), hyper=hyper)
+                       fit_is_finite=_all_finite((new_state.params, new_state.reward_params)),
+                       hyper=hyper, proxy_rewards=proxy, reward_model_accuracy=accuracy)
     return new_state, info
 
 
-def _prepare(params, hyper, real_data, real_weights, *, model, reward_fn, config, curator=None):
-    """The checks of every entry point: ``(real data, normalised weights, traced validity)``."""
+def _check_learned(reward_model, feedback):
+    """``(reward_model, feedback)`` checked (``feedback=None``: the default protocol), or
+    ``None`` without a reward model; and their traced validity."""
+    if reward_model is None:
+        if feedback is not None:
+            raise ValueError("`feedback` was given without a `reward_model`; pass both (e.g. "
+                             "reward_model=sc.reward_models.tabular(M)) or neither.")
+        return None, True
+    if not isinstance(reward_model, reward_models_lib.RewardModel):
+        raise ValueError(f"`reward_model` must be a selfconsume.reward_models model (e.g. "
+                         f"sc.reward_models.tabular(M)); got {type(reward_model).__name__}.")
+    feedback = reward_models_lib.feedback() if feedback is None else feedback
+    if not isinstance(feedback, reward_models_lib.Feedback):
+        raise ValueError(f"`feedback` must be made by sc.reward_models.feedback(...); got "
+                         f"{type(feedback).__name__}.")
+    return (reward_model, feedback), reward_model.ok() & feedback.ok()
+
+
+def _prepare(params, hyper, real_data, real_weights, *, model, reward_fn, config, curator=None,
+             reward_model=None, feedback=None):
+    """The checks of every entry point: ``(real data, normalised weights, traced validity,
+    learned)``, ``learned`` the checked ``(reward_model, feedback)`` or ``None``."""
     _check_loop_args(model, reward_fn, config)
     real_data, real_weights = _check_real(real_data, real_weights,
                                           _sample_spec(model, params, config), config)
-    ok = _check_hyper(hyper, config, real_data) & _check_curator(curator, hyper, config)
-    return real_data, real_weights, ok
+    learned, learned_ok = _check_learned(reward_model, feedback)
+    ok = (_check_hyper(hyper, config, real_data) & _check_curator(curator, hyper, config)
+          & learned_ok)
+    return real_data, real_weights, ok, learned
 
 
 def _per_column(fn, rewards):
@@ -432,6 +542,11 @@ def default_metrics(
     * ``reward_mean``, ``reward_std``, ``reward_q05`` ... ``reward_q95``, ``reward_nan_fraction``:
       the (scaled) rewards of the fresh candidates drawn from the model;
     * ``kept_reward_mean``: the mean reward of the curated samples;
+    * with a learned ``reward_model``: ``true_reward_mean`` (``reward_mean``, named against the
+      proxy), ``proxy_reward_mean`` (the learned reward of the same candidates, on the reward
+      model's own scale: a Bradley–Terry fit recovers the judge's utility, e.g. ``beta * r``, up
+      to the additive constant its ridge fixes), ``reward_gap`` (proxy minus true) and
+      ``reward_model_accuracy`` (on held-out comparisons, judged but never flipped);
     * with several reward columns (``reward_fn`` returning ``(n, R)``) each of these, and
       ``expected_reward``, is a vector of R, one entry per column;
     * ``is_finite``: whether every leaf of the model's params is finite;
@@ -447,6 +562,11 @@ def default_metrics(
         out = {f"reward_{name}": value for name, value in
                _per_column(metrics_lib.reward_summary, info.candidate_rewards).items()}
         out["kept_reward_mean"] = jnp.nanmean(info.kept.rewards, axis=0)
+        if info.proxy_rewards is not None:
+            true = jnp.nanmean(info.candidate_rewards)
+            proxy = jnp.nanmean(info.proxy_rewards)
+            out.update(true_reward_mean=true, proxy_reward_mean=proxy, reward_gap=proxy - true,
+                       reward_model_accuracy=info.reward_model_accuracy)
         out["is_finite"] = _all_finite(state.params)
         if holdout is not None and model.log_prob is not None:
             out["holdout_nll"] = -jnp.mean(model.log_prob(state.params, holdout))
@@ -490,15 +610,16 @@ def _recorder(*, model, reward_fn, real_data, real_weights, metrics_fn=None, def
 
 
 def _loop_parts(params, hyper, real_data, real_weights, *, model, reward_fn, config, metrics_fn,
-                default, holdout, curator=None):
+                default, holdout, curator=None, reward_model=None, feedback=None):
     """What every entry point of the loop checks and builds once: ``(real data, normalised
-    weights, traced validity, record, curator)``."""
-    real_data, real_weights, ok = _prepare(params, hyper, real_data, real_weights, model=model,
-                                           reward_fn=reward_fn, config=config, curator=curator)
+    weights, traced validity, record, curator, learned)``."""
+    real_data, real_weights, ok, learned = _prepare(
+        params, hyper, real_data, real_weights, model=model, reward_fn=reward_fn, config=config,
+        curator=curator, reward_model=reward_model, feedback=feedback)
     record = _recorder(model=model, reward_fn=reward_fn, real_data=real_data,
                        real_weights=real_weights, metrics_fn=metrics_fn, default=default,
                        holdout=holdout)
-    return real_data, real_weights, ok, record, curator
+    return real_data, real_weights, ok, record, curator, learned
 
 
 def run_chunk(
@@ -515,6 +636,8 @@ def run_chunk(
     real_weights: ArrayLike | None = None,
     holdout: ArrayLike | None = None,
     curator: Curator | None = None,
+    reward_model: reward_models_lib.RewardModel | None = None,
+    feedback: reward_models_lib.Feedback | None = None,
 ) -> tuple[RetrainState, dict[str, Array]]:
     """Runs ``len(keys)`` generations from ``state`` with ``lax.scan``: a chunk of :func:`run`.
 
@@ -529,16 +652,19 @@ def run_chunk(
     """
     parts = _loop_parts(state.params, hyper, real_data, real_weights, model=model,
                         reward_fn=reward_fn, config=config, metrics_fn=metrics_fn,
-                        default=default, holdout=holdout, curator=curator)
+                        default=default, holdout=holdout, curator=curator,
+                        reward_model=reward_model, feedback=feedback)
     return _scan(keys, state, hyper, parts, model=model, reward_fn=reward_fn, config=config)
 
 
 def _scan(keys, state, hyper, parts, *, model, reward_fn, config):
-    real_data, real_weights, ok, record, curator = parts
+    real_data, real_weights, ok, record, curator, learned = parts
+    _check_state(state, learned)
 
     def body(state, key):
         new_state, info = _step(key, state, hyper, real_data, real_weights, ok, model=model,
-                                reward_fn=reward_fn, config=config, curator=curator)
+                                reward_fn=reward_fn, config=config, curator=curator,
+                                learned=learned)
         return new_state, record(state, info)
 
     return lax.scan(body, state, keys)
@@ -558,23 +684,34 @@ def final_record(
     real_weights: ArrayLike | None = None,
     holdout: ArrayLike | None = None,
     curator: Curator | None = None,
+    reward_model: reward_models_lib.RewardModel | None = None,
+    feedback: reward_models_lib.Feedback | None = None,
 ) -> dict[str, Array]:
     """The history entry of the last state: its candidates are drawn and curated, not refitted
     (``fit_is_finite`` says whether the state's params are finite). Arguments as :func:`run`."""
     parts = _loop_parts(state.params, hyper, real_data, real_weights, model=model,
                         reward_fn=reward_fn, config=config, metrics_fn=metrics_fn,
-                        default=default, holdout=holdout, curator=curator)
+                        default=default, holdout=holdout, curator=curator,
+                        reward_model=reward_model, feedback=feedback)
     return _final(key, state, hyper, parts, model=model, reward_fn=reward_fn, config=config)
 
 
 def _final(key, state, hyper, parts, *, model, reward_fn, config):
-    _, _, ok, record, curator = parts
-    candidates, rewards, kept = _draw_and_curate(key, state.params, hyper, model=model,
-                                                 reward_fn=reward_fn, config=config,
-                                                 curator=curator)
-    finite = _all_finite(state.params) & ok
+    _, _, ok, record, curator, learned = parts
+    _check_state(state, learned)
+    accuracy = None
+    if learned is not None:  # the reward model of the last generation (refitted when due)
+        key, key_feedback = jax.random.split(key)
+        reward_params, accuracy = _feedback_step(key_feedback, state, hyper, model=model,
+                                                 reward_fn=reward_fn, learned=learned)
+        state = state.replace(reward_params=reward_params)
+    candidates, rewards, kept, proxy = _draw_and_curate(
+        key, state.params, hyper, model=model, reward_fn=reward_fn, config=config,
+        curator=curator, learned=learned, reward_params=state.reward_params)
+    finite = _all_finite((state.params, state.reward_params)) & ok
     return record(state, RetrainInfo(candidates=candidates, candidate_rewards=rewards, kept=kept,
-                                     fit_is_finite=finite, hyper=hyper))
+                                     fit_is_finite=finite, hyper=hyper, proxy_rewards=proxy,
+                                     reward_model_accuracy=accuracy))
 
 
 def run(
@@ -591,6 +728,8 @@ def run(
     real_weights: ArrayLike | None = None,
     holdout: ArrayLike | None = None,
     curator: Curator | None = None,
+    reward_model: reward_models_lib.RewardModel | None = None,
+    feedback: reward_models_lib.Feedback | None = None,
 ) -> tuple[RetrainState, dict[str, Array]]:
     """Runs ``config.num_generations`` generations of curated retraining with ``lax.scan``.
 
@@ -622,6 +761,16 @@ def run(
             that keeps m per group sees ``num_samples / m`` groups of k. With a curator,
             ``reward_fn`` may return ``(n, R)`` rewards (R reward functions; the curator's
             ``column`` says which it reads) and the reward metrics become vectors of R.
+        reward_model: a learned reward (:mod:`selfconsume.reward_models`, a pytree: pass it as
+            an array argument under ``jit``). Each generation ``t`` due for a refit
+            (``feedback.refit_every``) draws ``feedback.num_comparisons`` groups of
+            ``feedback.k`` fresh samples of the current model, has ``feedback.judge`` rank them
+            on the true reward ``reward_fn`` (poisoned at rate ``feedback.eps``) and refits the
+            reward model from its current params; the curator then reads the learned reward,
+            and the history adds ``true_reward_mean``, ``proxy_reward_mean``, ``reward_gap``
+            and ``reward_model_accuracy`` (:func:`default_metrics`).
+        feedback: :func:`selfconsume.reward_models.feedback` (default ``feedback()``): how
+            comparisons are made; its ``eps`` and judge's rates are array leaves.
 
     Returns:
         ``(final_state, history)``: the :class:`RetrainState` after the last generation
@@ -637,10 +786,11 @@ def run(
     """
     parts = _loop_parts(params0, hyper, real_data, real_weights, model=model, reward_fn=reward_fn,
                         config=config, metrics_fn=metrics_fn, default=default, holdout=holdout,
-                        curator=curator)
+                        curator=curator, reward_model=reward_model, feedback=feedback)
     loop = dict(model=model, reward_fn=reward_fn, config=config)
     keys = jax.random.split(key, config.num_generations + 1)
-    state0 = init_state(params0, model=model, config=config, real_data=parts[0])
+    state0 = init_state(params0, model=model, config=config, real_data=parts[0],
+                        reward_model=reward_model, key=jax.random.fold_in(key, 1))
     final, history = _scan(keys[:-1], state0, hyper, parts, **loop)
     last = _final(keys[-1], final, hyper, parts, **loop)
     history = jax.tree_util.tree_map(lambda h, x: jnp.concatenate([h, x[None]]), history, last)

@@ -733,12 +733,42 @@ def _pair_probability(judge, delta):
 
 def _margin_flips(mass, margin, eps):
     """The share of each pair flipped when a mass ``eps`` of pairs is flipped, largest margins
-    first (the pairs at the boundary margin share what is left)."""
+    first (the pairs at the boundary margin share what is left); one sort of the pairs."""
     m, w = margin.reshape(-1), mass.reshape(-1)
-    above = jnp.sum(jnp.where(m[None, :] > m[:, None], w[None, :], 0.0), axis=1)
-    level = jnp.sum(jnp.where(m[None, :] == m[:, None], w[None, :], 0.0), axis=1)
+    order = jnp.argsort(-m)
+    descending = -m[order]  # ascending in -margin
+    cum = jnp.concatenate([jnp.zeros((1,), w.dtype), jnp.cumsum(w[order])])
+    above = cum[jnp.searchsorted(descending, -m, side="left")]
+    level = cum[jnp.searchsorted(descending, -m, side="right")] - above
     share = jnp.clip((eps - above) / jnp.where(level > 0, level, 1.0), 0.0, 1.0)
     return share.reshape(mass.shape)
+
+
+def _population_pieces(p, true_rewards, fb, dtype):
+    """``(mass, q)``: the mass of each ordered pair and the probability its label prefers the
+    first."""
+    p, r = jnp.asarray(p, dtype), jnp.asarray(true_rewards, dtype)
+    prefer = _pair_probability(fb.judge, r[:, None] - r[None, :])
+    mass = p[:, None] * p[None, :]
+    eps = jnp.asarray(fb.eps, dtype)
+    share = eps if fb.flip == "random" else _margin_flips(mass, jnp.abs(r[:, None] - r[None, :]),
+                                                          eps)
+    return mass, (1 - share) * prefer + share * (1 - prefer)
+
+
+def _population_value(u, mass, q, l2):
+    d = u[:, None] - u[None, :]
+    nll = -(q * jax.nn.log_sigmoid(d) + (1 - q) * jax.nn.log_sigmoid(-d))
+    return jnp.sum(mass * nll) + 0.5 * l2 * jnp.sum(jnp.square(u))
+
+
+def _population_hessian(u, mass, l2):
+    """The Hessian of :func:`population_loss` in u: a weighted graph Laplacian plus the ridge,
+    built in O(M^2) (the curvature of each pair does not depend on its label)."""
+    d = u[:, None] - u[None, :]
+    c = mass * jax.nn.sigmoid(d) * jax.nn.sigmoid(-d)
+    c = c + c.T
+    return jnp.diag(jnp.sum(c, axis=1)) - c + l2 * jnp.eye(u.shape[0], dtype=u.dtype)
 
 
 def population_loss(params: ArrayLike, p: ArrayLike, true_rewards: ArrayLike, *,
@@ -760,16 +790,8 @@ def population_loss(params: ArrayLike, p: ArrayLike, true_rewards: ArrayLike, *,
     """
     fb = feedback if feedback is not None else globals()["feedback"]()
     u = jnp.asarray(params)
-    p, r = jnp.asarray(p, u.dtype), jnp.asarray(true_rewards, u.dtype)
-    prefer = _pair_probability(fb.judge, r[:, None] - r[None, :])
-    mass = p[:, None] * p[None, :]
-    eps = jnp.asarray(fb.eps, u.dtype)
-    share = eps if fb.flip == "random" else _margin_flips(mass, jnp.abs(r[:, None] - r[None, :]),
-                                                          eps)
-    q = (1 - share) * prefer + share * (1 - prefer)
-    d = u[:, None] - u[None, :]
-    nll = -(q * jax.nn.log_sigmoid(d) + (1 - q) * jax.nn.log_sigmoid(-d))
-    return jnp.sum(mass * nll) + 0.5 * reward_model.l2 * jnp.sum(jnp.square(u))
+    mass, q = _population_pieces(p, true_rewards, fb, u.dtype)
+    return _population_value(u, mass, q, reward_model.l2)
 
 
 def population_fit(p: ArrayLike, true_rewards: ArrayLike, *, reward_model: Tabular,
@@ -801,10 +823,11 @@ def population_fit(p: ArrayLike, true_rewards: ArrayLike, *, reward_model: Tabul
     if jnp.shape(p) != (reward_model.num_states,) or jnp.shape(true_rewards) != jnp.shape(p):
         raise ValueError(f"`p` and `true_rewards` must have shape ({reward_model.num_states},); "
                          f"got {jnp.shape(p)} and {jnp.shape(true_rewards)}.")
-    u0 = jnp.zeros(p.shape, p.dtype)
-    u, _ = newton(lambda u: population_loss(u, p, true_rewards, reward_model=reward_model,
-                                            feedback=fb),
-                  u0, tol=_tolerance(reward_model.tol, p.dtype),
-                  max_iterations=reward_model.max_iterations)
+    mass, q = _population_pieces(p, true_rewards, fb, p.dtype)
+    l2 = jnp.asarray(reward_model.l2, p.dtype)
+    u, _ = newton(lambda u: _population_value(u, mass, q, l2), jnp.zeros(p.shape, p.dtype),
+                  tol=_tolerance(reward_model.tol, p.dtype),
+                  max_iterations=reward_model.max_iterations,
+                  hessian=lambda u: _population_hessian(u, mass, l2))
     ok = reward_model.ok() & fb.ok()
     return _checks.poison(ok, u)
