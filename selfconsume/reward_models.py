@@ -307,7 +307,7 @@ def radial(centers: ArrayLike, bandwidth: float) -> Radial:
     return Radial(tuple(map(tuple, centers.tolist())), float(bandwidth))
 
 
-_FEATURES = {"coordinates": coordinates}
+_FEATURES = {"coordinates": coordinates, "radial": radial}
 
 
 @struct.dataclass(eq=False)
@@ -412,11 +412,18 @@ def linear(features: Callable | str = "coordinates", *, l2: ArrayLike = 1e-3,
     r"""A reward linear in fixed features, :math:`u(x) = \theta^\top \phi(x)`.
 
     Args:
-        features: ``"coordinates"``, a map from :func:`radial`, or any hashable callable
+        features: ``"coordinates"``, a map from :func:`radial` (or the dict ``{"name":
+            "radial", "centers": ..., "bandwidth": ...}``), or any hashable callable
             ``(n, ...) -> (n, F)``.
         l2, tol, max_iterations: as in :func:`tabular`.
     """
-    if isinstance(features, str):
+    if isinstance(features, dict) and isinstance(features.get("name"), str):  # a TOML table
+        options = dict(features)
+        name = options.pop("name")
+        if name not in _FEATURES:
+            raise ValueError(f"`features` name must be one of {sorted(_FEATURES)}; got {name!r}.")
+        features = _FEATURES[name](**options)
+    elif isinstance(features, str):
         if features not in _FEATURES:
             raise ValueError(f"`features` must be one of {sorted(_FEATURES)} or a callable; got "
                              f"{features!r}.")

@@ -34,7 +34,8 @@ from selfconsume import models as models_lib
 from selfconsume import retrain
 from selfconsume import rewards as rewards_lib
 from selfconsume.execution import Generations
-from selfconsume.study.config import ConfigError, curator_from
+from selfconsume.study.config import (ConfigError, curator_from, feedback_from,
+                                       reward_model_from)
 
 __all__ = ["Study", "build", "reward_function", "CLASSIFIER_REWARDS", "exact_grid"]
 
@@ -231,19 +232,25 @@ def build(cfg: dict) -> Study:
             params0 = model.init(key, real, learning_rate=point["learning_rate"])
         else:
             params0 = model.init(key, real)
-        return retrain.init_state(params0, model=model, config=config, real_data=real)
+        return retrain.init_state(params0, model=model, config=config, real_data=real,
+                                  reward_model=reward_model_from(cfg, point),
+                                  key=jax.random.fold_in(key, 1))
+
+    def rules(point):  # what curates: the curator, and the learned reward it may read
+        return dict(curator=curator_from(cfg["curator"], point),
+                    reward_model=reward_model_from(cfg, point),
+                    feedback=feedback_from(cfg, point))
 
     columns = len(cfg["reward"]["columns"])
 
     def chunk(keys, state, **point):
-        state, history = retrain.run_chunk(keys, state, hyper(point), real,
-                                           curator=curator_from(cfg["curator"], point), **options)
+        state, history = retrain.run_chunk(keys, state, hyper(point), real, **rules(point),
+                                           **options)
         return state, _split_columns(history, columns)
 
     def final(key, state, **point):
         return _split_columns(retrain.final_record(
-            key, state, hyper(point), real, curator=curator_from(cfg["curator"], point),
-            **options), columns)
+            key, state, hyper(point), real, **rules(point), **options), columns)
 
     program = Generations(init=init, chunk=chunk, final=final,
                           num_generations=lp["num_generations"])

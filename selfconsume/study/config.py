@@ -1,7 +1,8 @@
 """Study configuration: the TOML schema, its validation and its round trip.
 
 A study is a TOML document with sections ``[data]``, ``[model]``, ``[reward]``, ``[curator]``,
-``[loop]``, ``[sweep]``, ``[metrics]``, ``[plots]``, ``[classifier]`` (image rewards), an optional
+``[reward_model]``, ``[feedback]``, ``[loop]``, ``[sweep]``, ``[metrics]``, ``[plots]``,
+``[classifier]`` (image rewards), an optional
 ``[quick_overrides]`` table of dotted keys applied when ``quick = true`` (``--quick``), and
 ``[[claims]]``. :func:`load_config` reads it, applies ``section.key=value`` overrides and
 :func:`validate` checks every key, filling in defaults; every problem is a :class:`ConfigError`
@@ -21,6 +22,13 @@ adds reward functions (tables like ``[reward]``: ``name``, ``mode``, ``options``
 ... after the main reward (column 0), for curators that read several; the reward metrics of
 column j are recorded as ``<metric>_<j>`` (``reward_mean_1``), the main reward's keep their
 names.
+
+``[reward_model]`` (``name``: a family of :mod:`selfconsume.reward_models`, ``options``) makes
+the curator read a learned reward, refitted from comparisons judged on ``[reward]``;
+``[feedback]`` says how (``num_comparisons``, ``k``, ``judge`` as a curator table, ``eps``,
+``flip``, ``refit_every``, ``num_heldout``: :func:`selfconsume.reward_models.feedback`). Grid
+axes ``reward_model.<option>`` (numeric options: ``l2``, ``learning_rate``), ``feedback.eps``
+and ``feedback.judge.<option>`` sweep them.
 """
 
 from __future__ import annotations
@@ -37,10 +45,11 @@ from selfconsume import curators as curators_lib
 from selfconsume import data as data_lib
 from selfconsume import models as models_lib
 from selfconsume import retrain
+from selfconsume import reward_models as reward_models_lib
 from selfconsume import rewards as rewards_lib
 
 __all__ = ["ConfigError", "ClaimFailed", "NumericalError", "load_config", "validate", "to_toml",
-           "curator_from",
+           "curator_from", "reward_model_from", "feedback_from",
            "find_study", "shipped_studies", "DEMO", "SCHEMA", "GRID_AXES", "CLAIM_TESTS",
            "STUDIES_DIR"]
 
@@ -74,6 +83,10 @@ SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
     "reward": {"name": ("str", _REQUIRED), "mode": ("int", -1), "options": ("table", {}),
                "columns": ("list", [])},
     "curator": {"name": ("str", ""), "options": ("table", {})},
+    "reward_model": {"name": ("str", ""), "options": ("table", {})},
+    "feedback": {"num_comparisons": ("int", 1024), "k": ("int", 2), "judge": ("table", {}),
+                 "eps": ("float", 0.0), "flip": ("str", "random"), "refit_every": ("int", 1),
+                 "num_heldout": ("int", 256)},
     "loop": {"num_generations": ("int", 20), "num_samples": ("int", 1024), "k": ("int", 4),
              "regime": ("str", "replace"), "beta": ("float_or_inf", 1.0),
              "real_fraction": ("float", 0.0), "num_candidates": ("int", 0),
@@ -234,12 +247,14 @@ def validate(cfg: dict) -> dict:
           "on a CPU)", sw["devices"])
     _validate_reward_columns(r)
     curated_by = _validate_curator(out, len(r["columns"]) + 1)
+    _validate_reward_model(out)
     for axis, values in sw["grid"].items():
-        if axis.startswith("curator."):
-            _validate_curator_axis(out, axis, values)
+        if axis.split(".")[0] in _OPTION_AXES and "." in axis:
+            _validate_option_axis(out, axis, values)
             continue
-        _need(f"sweep.grid.{axis}", axis in GRID_AXES, f"one of {list(GRID_AXES)} or "
-              "curator.<option> (with a [curator])", axis)
+        _need(f"sweep.grid.{axis}", axis in GRID_AXES, f"one of {list(GRID_AXES)}, "
+              "curator.<option> (with a [curator]), reward_model.<option>, feedback.eps or "
+              "feedback.judge.<option> (with a [reward_model])", axis)
         _need(f"sweep.grid.{axis}", not curated_by or axis not in ("beta", "num_candidates"),
               f"a curator option with [curator] name = {curated_by!r} (sweep curator.<option>; "
               "loop.beta and num_candidates belong to the default Luce rule)", axis)
@@ -350,10 +365,7 @@ def curator_from(section: dict, point: dict | None = None):
     ``curator.<option>``) substituted; ``None`` without a name. Raises :class:`ConfigError`."""
     if not section["name"]:
         return None
-    options = copy.deepcopy(section["options"])
-    for axis, value in (point or {}).items():
-        if axis.startswith("curator."):
-            _set_option(options, axis.split(".")[1:], value)
+    options = _substituted(section["options"], point, "curator.")
     try:
         return curators_lib.get(section["name"], **options)
     except ValueError as err:
@@ -374,23 +386,107 @@ def _set_option(options, path: list[str], value) -> None:
         node[last] = value
 
 
-def _validate_curator_axis(out: dict, axis: str, values) -> None:
-    where = f"sweep.grid.{axis}"
-    _need(where, bool(out["curator"]["name"]), "an axis of a study with a [curator]", axis)
-    node = out["curator"]["options"]
+def _validate_reward_model(out: dict) -> None:
+    """Checks ``[reward_model]`` and ``[feedback]`` by building them."""
+    rm, fb = out["reward_model"], out["feedback"]
+    defaults = {key: default for key, (_, default) in SCHEMA["feedback"].items()}
+    if not rm["name"]:
+        _need("reward_model.options", not rm["options"], "empty without a reward_model.name",
+              rm["options"])
+        changed = sorted(key for key in fb if fb[key] != defaults[key])
+        _need(f"feedback.{changed[0]}" if changed else "feedback", not changed,
+              "left at its default without a [reward_model] name", fb[changed[0]]
+              if changed else None)
+        return
+    _need("reward_model.name", rm["name"] in reward_models_lib.REWARD_MODELS,
+          f"one of {sorted(reward_models_lib.REWARD_MODELS)}", rm["name"])
+    _need("feedback.flip", fb["flip"] in reward_models_lib.FLIPS,
+          f"one of {list(reward_models_lib.FLIPS)}", fb["flip"])
+    _need("reward.columns", not out["reward"]["columns"], "empty with a [reward_model] (the judge "
+          "reads the one true reward)", out["reward"]["columns"])
+    _need("metrics.exact", not out["metrics"]["exact"], "false with a [reward_model] (the exact "
+          "dynamics of a learned reward are sc.theory.reward_model_trajectory, tabular only)",
+          out["metrics"]["exact"])
+    reward_model_from(out)
+    feedback_from(out)
+
+
+def reward_model_from(cfg: dict, point: dict | None = None):
+    """The reward model of ``[reward_model]`` with the grid values of ``point`` (keys
+    ``reward_model.<option>``) substituted; ``None`` without a name. Raises :class:`ConfigError`."""
+    section = cfg["reward_model"]
+    if not section["name"]:
+        return None
+    options = _substituted(section["options"], point, "reward_model.")
     try:
-        for part in axis.split(".")[1:]:
+        return reward_models_lib.get(section["name"], **options)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"`reward_model.options` do not fit reward model {section['name']!r}: "
+                          f"{str(err).splitlines()[0]}") from None
+
+
+def feedback_from(cfg: dict, point: dict | None = None):
+    """The :func:`selfconsume.reward_models.feedback` of ``[feedback]`` with the grid values of
+    ``point`` (``feedback.eps``, ``feedback.judge.<option>``) substituted; ``None`` without a
+    ``[reward_model]``. Raises :class:`ConfigError`."""
+    if not cfg["reward_model"]["name"]:
+        return None
+    options = _substituted(cfg["feedback"], point, "feedback.")
+    judge = options.pop("judge")
+    try:
+        if judge:
+            judge = dict(judge)
+            judge = curators_lib.get(judge.pop("name", ""), **judge)
+        return reward_models_lib.feedback(judge=judge or None, **options)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"`feedback` does not give a feedback protocol: "
+                          f"{str(err).splitlines()[0]}") from None
+
+
+def _substituted(options: dict, point: dict | None, prefix: str) -> dict:
+    options = copy.deepcopy(options)
+    for axis, value in (point or {}).items():
+        if axis.startswith(prefix):
+            _set_option(options, axis.split(".")[1:], value)
+    return options
+
+
+# axis prefix -> (the table its path starts in, the section that must be present, examples)
+_OPTION_AXES = {
+    "curator": (lambda out: out["curator"]["options"], "curator",
+                "curator.beta, curator.base.beta, curator.weights.0"),
+    "reward_model": (lambda out: out["reward_model"]["options"], "reward_model",
+                     "reward_model.l2, reward_model.learning_rate"),
+    "feedback": (lambda out: out["feedback"], "reward_model",
+                 "feedback.eps, feedback.judge.beta"),
+}
+
+
+def _validate_option_axis(out: dict, axis: str, values) -> None:
+    where = f"sweep.grid.{axis}"
+    root, needs, examples = _OPTION_AXES[axis.split(".")[0]]
+    _need(where, bool(out[needs]["name"]), f"an axis of a study with a [{needs}]", axis)
+    node = root(out)
+    path = axis.split(".")[1:]
+    try:
+        for part in path:
             node = node[int(part)] if isinstance(node, list) else node[part]
         ok = isinstance(node, (int, float)) and not isinstance(node, bool)
     except (KeyError, IndexError, ValueError, TypeError):
         ok = False
-    _need(where, ok, "a numeric option given in curator.options (e.g. curator.beta, "
-          "curator.base.beta, curator.weights.0)", axis)
+    if axis.startswith("feedback."):
+        ok = ok and (path == ["eps"] or path[0] == "judge")
+    _need(where, ok, f"a numeric option given in the study (e.g. {examples})", axis)
     _need(where, isinstance(values, list) and len(values) > 0 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
         "a non-empty list of numbers", values)
-    for v in values:  # each value must give a valid curator
-        curator_from(out["curator"], {axis: v})
+    for v in values:  # each value must build
+        point = {axis: v}
+        if axis.startswith("curator."):
+            curator_from(out["curator"], point)
+        else:
+            reward_model_from(out, point)
+            feedback_from(out, point)
 
 
 def _toml_value(v) -> str:
