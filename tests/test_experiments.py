@@ -31,7 +31,8 @@ def test_script_study_quick(script, figures, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mog_curation", "mog_curation_flow", "mog_curation_histogram",
-                                  "two_moons", "digits_bias", "digits_confidence"])
+                                  "mog_learned_reward", "two_moons", "digits_bias",
+                                  "digits_confidence"])
 def test_toml_study_quick(name, tmp_path):
     from selfconsume import cli
 
