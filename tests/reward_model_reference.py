@@ -319,6 +319,22 @@ def population_loss(u, p, r, judge, eps, flip, l2):
     return value, grad
 
 
+def population_hessian(u, p, l2):
+    """The Hessian of :func:`population_loss` (it does not depend on the labels)."""
+    p, u = np.asarray(p, np.float64), np.asarray(u, np.float64)
+    out = l2 * np.eye(len(p))
+    for x in range(len(p)):
+        for y in range(len(p)):
+            s = special.expit(u[x] - u[y])
+            c = p[x] * p[y] * s * (1 - s)
+            out[x, x] += c
+            out[y, y] += c
+            out[x, y] -= c
+            out[y, x] -= c
+    return out
+
+
 def population_fit(p, r, judge, eps, flip, l2):
-    return minimize(lambda u: population_loss(u, p, r, judge, eps, flip, l2), np.zeros(len(p)),
-                    gtol=1e-12)
+    """The minimiser of :func:`population_loss`, by Newton's method from 0."""
+    return newton(lambda u: population_loss(u, p, r, judge, eps, flip, l2),
+                  lambda u: population_hessian(u, p, l2), np.zeros(len(p)), tol=1e-13)
