@@ -8,8 +8,9 @@ item is the Luce pick), :func:`~selfconsume.curators.thurstone` sorts :math:`r_i
 ``adversarial`` and ``mixture`` judges pick a component per group. The label of a group is its
 order :math:`\pi_g` and a *depth* :math:`d` (the judge's ``kept(k)``: 1 for a pick, ``m`` for
 ``top_m(m)``, ``k`` for ``top_m(k)``, a full ranking), so that for ``k = 2`` a label is one
-pairwise preference. Then a budget of :math:`\lfloor \varepsilon G \rfloor` labels is *flipped*
-(the group's order reversed; for pairs, the preference swapped), chosen
+pairwise preference. Then a budget of :math:`\varepsilon G` labels (rounded to the nearest
+integer, halves down, so that a budget stated in float32 or float64 flips the same number) is
+*flipped* (the group's order reversed; for pairs, the preference swapped), chosen
 
 * ``"random"``: uniformly at random;
 * ``"margin"``: the groups with the largest true-reward margin :math:`\max_i r_i - \min_i r_i`
@@ -256,7 +257,9 @@ class Tabular(_Convex):
         if not jnp.issubdtype(x.dtype, jnp.integer):
             raise ValueError(f"the tabular reward model reads integer states in [0, "
                              f"{self.num_states}); got samples of dtype {x.dtype}.")
-        return params[x.reshape(x.shape[0])]
+        x = x.reshape(x.shape[0])
+        inside = (x >= 0) & (x < self.num_states)  # a state outside [0, M) reads NaN
+        return jnp.where(inside, params[jnp.clip(x, 0, self.num_states - 1)], jnp.nan)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,7 +305,8 @@ def radial(centers: ArrayLike, bandwidth: float) -> Radial:
     if centers.ndim != 2 or centers.shape[0] == 0 or not np.all(np.isfinite(centers)):
         raise ValueError(f"`centers` must be a finite (C, d) array with C >= 1; got shape "
                          f"{centers.shape}.")
-    if not (isinstance(bandwidth, (int, float)) and np.isfinite(bandwidth) and bandwidth > 0):
+    if not (isinstance(bandwidth, (int, float, np.integer, np.floating))
+            and not isinstance(bandwidth, bool) and np.isfinite(bandwidth) and bandwidth > 0):
         raise ValueError(f"`bandwidth` must be a finite number > 0; got {bandwidth!r}.")
     return Radial(tuple(map(tuple, centers.tolist())), float(bandwidth))
 
@@ -337,9 +341,10 @@ class _Net(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        dtype = jnp.result_type(float)  # float64 params under x64, like the other families
         for width in self.hidden:
-            x = nn.silu(nn.Dense(width)(x))
-        return nn.Dense(1)(x)[..., 0]
+            x = nn.silu(nn.Dense(width, param_dtype=dtype)(x))
+        return nn.Dense(1, param_dtype=dtype)(x)[..., 0]
 
 
 @struct.dataclass(eq=False)
@@ -473,7 +478,10 @@ def get(name: str, /, **options) -> RewardModel:
     """
     if name not in REWARD_MODELS:
         raise ValueError(f"`name` must be one of {sorted(REWARD_MODELS)}; got {name!r}.")
-    return REWARD_MODELS[name](**options)
+    try:
+        return REWARD_MODELS[name](**options)
+    except TypeError as e:
+        raise ValueError(f"invalid options for reward model {name!r}: {e}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -589,8 +597,9 @@ def compare(
         k: static group size >= 2.
         judge: the curator that ranks each group (``None``: ``luce(1.0)``, a Bradley–Terry judge
             for pairs); its ``kept(k)`` is the label's depth.
-        eps: the flip budget, a fraction in ``[0, 1]`` of the groups (an array leaf; traced
-            values outside give NaN weights).
+        eps: the flip budget, a fraction in ``[0, 1]`` of the groups (``eps * G`` rounded to
+            the nearest integer are flipped); an array leaf: traced values outside give NaN
+            weights.
         flip: how the flipped groups are chosen: ``"random"``, ``"margin"`` or ``"influence"``
             (the module docstring).
         weights: optional ``(G,)`` non-negative group weights (default 1).
@@ -645,7 +654,7 @@ def compare(
         score = _influence_scores(key_flip, reward_model, clean)
     rank = jnp.argsort(jnp.argsort(-score, stable=True), stable=True)
     eps_arr = jnp.asarray(eps, true_rewards.dtype)
-    flipped = (rank + 1).astype(true_rewards.dtype) <= eps_arr * g
+    flipped = rank.astype(true_rewards.dtype) + 0.5 < eps_arr * g  # round(eps * G) flips
     ok = _ok(eps_arr, minimum=0.0, maximum=1.0)
     return clean.replace(order=_flip_order(order, flipped), flipped=flipped,
                          weights=_checks.poison(ok, weights))
@@ -703,6 +712,7 @@ def feedback(num_comparisons: int = 1024, *, k: int = 2, judge: Curator | None =
     judge = curators_lib.luce(1.0) if judge is None else judge
     _check_judge(judge)
     k = _checks.static_int("k", k, minimum=2)
+    judge.kept(k)  # raises for a judge that cannot rank groups of k
     if flip not in FLIPS:
         raise ValueError(f"`flip` must be one of {FLIPS}; got {flip!r}.")
     return Feedback(judge=judge, eps=_float_leaf("eps", eps, minimum=0.0, maximum=1.0),
