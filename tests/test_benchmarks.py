@@ -104,3 +104,28 @@ def test_run_all_is_executable():
     text = open(path).read()
     for name in ("theory", "curation", "sweep", "scaling", "study"):
         assert f"bench_{name}" in text or "bench_$name" in text
+
+
+@pytest.mark.slow
+def test_bench_reward_models_smoke(tmp_path):
+    out = _run("bench_reward_models", tmp_path, "--smoke")
+    _check_environment(out)
+    assert out["blas_threads"] == 1 and len(out["load_average_start"]) == 3
+    for row in out["loop"]:
+        for field in ("s_per_generation", "true_s_per_generation", "ratio", "compile_s"):
+            assert math.isfinite(row[field]) and row[field] > 0, field
+        assert row["fits_finite"] and 0 <= row["accuracy_0"] <= 1
+    assert out["loop_max_ratio"] == max(r["ratio"] for r in out["loop"])
+    assert {r["family"] for r in out["fit"]} == {"tabular", "linear"}
+    for row in out["fit"]:
+        for field in ("jax_s", "hessian_s", "solve_s", "structured_s", "scipy_s", "speedup"):
+            assert math.isfinite(row[field]) and row[field] > 0, field
+        assert row["iterations"] >= 1 and row["scipy_reached_loss"]
+        assert abs(row["scipy_loss_gap"]) <= 1e-8 and row["structured_max_diff"] <= 1e-6
+    for row in out["population"]:
+        assert math.isfinite(row["ms"]) and row["ms"] > 0 and row["finite"]
+    for row in out["trajectory"]:
+        assert math.isfinite(row["ms_per_generation"]) and row["ratio"] > 0 and row["finite"]
+    for row in out["blas"]:
+        assert row["default_ms"] > 0 and row["one_thread_ms"] > 0
+    assert _finite(out["loop"]) and _finite(out["population"]) and _finite(out["trajectory"])
