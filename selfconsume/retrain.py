@@ -665,7 +665,8 @@ def _scan(keys, state, hyper, parts, *, model, reward_fn, config):
         new_state, info = _step(key, state, hyper, real_data, real_weights, ok, model=model,
                                 reward_fn=reward_fn, config=config, curator=curator,
                                 learned=learned)
-        return new_state, record(state, info)
+        # the record sees the reward model that curated this generation (refitted when due)
+        return new_state, record(state.replace(reward_params=new_state.reward_params), info)
 
     return lax.scan(body, state, keys)
 

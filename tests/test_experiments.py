@@ -17,6 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("pluralistic", {"pluralistic.png"}),
     ("adversarial_curation", {"adversarial_curation.png"}),
     ("curator_zoo", {"curator_zoo.png"}),
+    ("reward_model_attack", {"reward_model_attack.png"}),
+    ("reward_hacking", {"reward_hacking.png"}),
 ])
 def test_script_study_quick(script, figures, tmp_path):
     out = tmp_path / script

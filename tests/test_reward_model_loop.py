@@ -5,8 +5,8 @@
   margin flips, real data, refits every generation, every other generation and once); a clean,
   sharp judge with a hard curator curates like the true reward.
 * ``feedback.refit_every``: when the reward params change; the chunked loop (``init_state``,
-  ``run_chunk``, ``final_record``) reproduces ``run``; what ``metrics_fn`` sees (an ``xfail``:
-  a known inconsistency); ``vmap`` over ``eps``, the judge's rate and ``real_fraction`` equals
+  ``run_chunk``, ``final_record``) reproduces ``run``; what ``metrics_fn`` sees (the
+  learned reward that curated each generation); ``vmap`` over ``eps``, the judge's rate and ``real_fraction`` equals
   single runs, and one compiled program serves every ``eps``.
 * Without a reward model the loop is the plain one (same random stream, no reward-model metrics).
 * Other families (``gmm`` with ``linear`` and ``mlp`` reward models, ``replace`` and
@@ -367,9 +367,6 @@ def test_chunks_reproduce_run_exactly():
     assert np.all(np.asarray(history["fit_is_finite"]))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: metrics_fn sees the reward params before the refit "
-                   "of generation t for t < T but after it for t = T (retrain._scan records the "
-                   "pre-step state, retrain._final the refitted one)")
 def test_metrics_fn_sees_the_reward_that_curated_each_generation():
     """At every entry t, ``metrics_fn``'s ``state.reward_params`` should be one thing: the
     learned reward that curated generation t (the one ``proxy_reward_mean`` reads), as it is at
