@@ -26,151 +26,29 @@ candidates.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 from jax import lax
 
-from selfconsume import _checks
+from selfconsume import _checks, _loop
 from selfconsume import curators as curators_lib
-from selfconsume import metrics as metrics_lib
 from selfconsume import reward_models as reward_models_lib
-from selfconsume.curation import curate
+from selfconsume._loop import (
+    REGIMES,
+    Hyperparams,
+    LoopConfig,
+    RetrainInfo,
+    RetrainState,
+    default_metrics,
+)
 from selfconsume.curators import Curator
 from selfconsume.models import GenerativeModel
-from selfconsume.types import Array, ArrayLike, Curated, PRNGKey, PyTree
+from selfconsume.types import Array, ArrayLike, PRNGKey, PyTree
 
 __all__ = ["LoopConfig", "Hyperparams", "RetrainState", "RetrainInfo", "init_state",
            "retrain_step", "run", "run_chunk", "final_record", "default_metrics", "REGIMES"]
-
-REGIMES = ("replace", "accumulate")
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopConfig:
-    """Static settings of the loop (hashable: a valid static argument of ``jax.jit``).
-
-    Attributes:
-        num_generations: number of retraining generations T >= 1.
-        num_samples: kept samples per generation n >= 1 (``n * k`` candidates are drawn).
-        k: candidates per curated group, >= 1 (1 = no curation).
-        regime: ``"replace"`` or ``"accumulate"``.
-    """
-
-    num_generations: int
-    num_samples: int
-    k: int = 1
-    regime: str = "replace"
-
-    def __post_init__(self):
-        _checks.static_int("num_generations", self.num_generations, minimum=1)
-        _checks.static_int("num_samples", self.num_samples, minimum=1)
-        _checks.static_int("k", self.k, minimum=1)
-        if self.regime not in REGIMES:
-            raise ValueError(f"`regime` must be one of {REGIMES}; got {self.regime!r}.")
-
-
-@struct.dataclass
-class Hyperparams:
-    """Swept values: array leaves, so ``vmap`` batches them without recompiling.
-
-    Python floats are stored as arrays of JAX's default float dtype and ``num_candidates``
-    defaults to an int32 array, so ``Hyperparams()`` and ``Hyperparams(beta=2.0,
-    num_candidates=3)`` have the same tree structure and dtypes: a jitted loop compiles once for
-    both.
-
-    Attributes:
-        beta: curator inverse temperature ``>= 0`` (``jnp.inf`` = best-of-k).
-        real_fraction: fraction ``a`` in ``[0, 1]`` of real data in each ``replace`` refit.
-        num_candidates: effective number of candidates in ``[1, LoopConfig.k]``, an int32 scalar
-            (possibly traced); ``0`` (the default) means ``k``. The unused candidates are drawn
-            and ignored, so K can be swept inside one compiled program.
-        reward_scale: factor ``s`` applied to every reward, ``r = s * reward_fn(x)`` (the curator
-            sees ``beta * s * reward_fn(x)``; the recorded rewards are scaled too). Sweep it here
-            rather than by rebuilding the reward function.
-    """
-
-    beta: ArrayLike = 1.0
-    real_fraction: ArrayLike = 0.0
-    num_candidates: ArrayLike | None = None
-    reward_scale: ArrayLike = 1.0
-
-    def __post_init__(self):
-        for name in ("beta", "real_fraction", "reward_scale"):
-            value = getattr(self, name)
-            if isinstance(value, float):
-                object.__setattr__(self, name, jnp.asarray(value, jnp.result_type(float)))
-        if self.num_candidates is None:
-            object.__setattr__(self, "num_candidates", jnp.zeros((), jnp.int32))
-        elif isinstance(self.num_candidates, int) and not isinstance(self.num_candidates, bool):
-            object.__setattr__(self, "num_candidates", jnp.asarray(self.num_candidates,
-                                                                   jnp.int32))
-
-
-@struct.dataclass
-class RetrainState:
-    """Carried from one generation to the next.
-
-    Attributes:
-        params: the model's params pytree.
-        generation: int32 scalar, the number of refits done so far.
-        pool: ``(T * n, ...)`` kept samples of past generations (``accumulate``), else ``None``.
-        pool_weights: ``(T * n,)`` 1 for filled rows of ``pool``, 0 otherwise, or ``None``.
-        reward_params: the learned reward model's params (with a ``reward_model``), else
-            ``None``.
-    """
-
-    params: PyTree
-    generation: Array
-    pool: Array | None = None
-    pool_weights: Array | None = None
-    reward_params: PyTree | None = None
-
-
-@struct.dataclass
-class RetrainInfo:
-    """Per-generation diagnostics (not carried).
-
-    Attributes:
-        candidates: ``(n * k, ...)`` the fresh candidates drawn from the model.
-        candidate_rewards: ``(n * k,)`` their rewards.
-        kept: the curated samples (:class:`~selfconsume.Curated`, ``n`` rows).
-        fit_is_finite: bool scalar, whether every leaf of the refitted params is finite.
-        hyper: the :class:`Hyperparams` of the generation (e.g. ``hyper.reward_scale``).
-        proxy_rewards: ``(n * k,)`` the learned reward of the candidates (what the curator
-            read), with a ``reward_model``; else ``None``.
-        reward_model_accuracy: scalar, the learned reward's accuracy on held-out comparisons
-            (:func:`selfconsume.reward_models.accuracy`), with a ``reward_model``; else ``None``.
-    """
-
-    candidates: Array
-    candidate_rewards: Array
-    kept: Curated
-    fit_is_finite: Array
-    hyper: Hyperparams
-    proxy_rewards: Array | None = None
-    reward_model_accuracy: Array | None = None
-
-
-def _all_finite(tree: PyTree) -> Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
-
-def _check_loop_args(model, reward_fn, config) -> None:
-    """Checks the static arguments of :func:`run` and :func:`retrain_step`."""
-    if not isinstance(config, LoopConfig):
-        raise ValueError(f"`config` must be a selfconsume.LoopConfig; got {type(config).__name__}.")
-    if not isinstance(model, GenerativeModel):
-        raise ValueError(f"`model` must be a selfconsume.models.GenerativeModel (e.g. "
-                         f"sc.models.get('gaussian', dim=2)); got {type(model).__name__}.")
-    if not callable(reward_fn):
-        raise ValueError(f"`reward_fn` must be callable as reward_fn(samples) -> (n,) rewards; got "
-                         f"{type(reward_fn).__name__}.")
 
 
 def _check_hyper(hyper: Hyperparams, config: LoopConfig, real_data) -> Array:
@@ -212,7 +90,7 @@ def _check_curator(curator, hyper: Hyperparams, config: LoopConfig):
     if curator is None:
         return True
     curators_lib.check(curator)
-    _groups(config, curator)
+    _loop.groups(config, curator)
     nc = hyper.num_candidates
     if _checks.is_concrete(nc):
         if int(nc) not in (0, config.k):
@@ -220,41 +98,6 @@ def _check_curator(curator, hyper: Hyperparams, config: LoopConfig):
                              f"num_candidates={int(nc)} with the curator {curator.name!r}.")
         return curator.ok()
     return curator.ok() & ((nc == 0) | (nc == config.k))
-
-
-def _sample_spec(model: GenerativeModel, params, config: LoopConfig):
-    return jax.eval_shape(lambda key, p: model.sample(key, p, config.num_samples),
-                          jax.random.key(0), params)
-
-
-def _check_real(real_data, real_weights, spec, config: LoopConfig):
-    """Checks the real data against the model's sample shape; returns (data, normalised weights)."""
-    if real_data is None:
-        if real_weights is not None:
-            raise ValueError(f"`real_weights` was given without `real_data` (got real_data=None "
-                             f"and real_weights of shape {jnp.shape(real_weights)}); pass both or "
-                             "neither.")
-        return None, None
-    real_data = jnp.asarray(real_data)
-    if real_data.ndim != len(spec.shape) or real_data.shape[1:] != spec.shape[1:] or (
-            real_data.shape[0] == 0):
-        raise ValueError(
-            f"`real_data` must have shape (N, {', '.join(map(str, spec.shape[1:]))}) with N >= 1 "
-            f"like the model's samples; got shape {real_data.shape}."
-            if len(spec.shape) > 1 else
-            f"`real_data` must have shape (N,) with N >= 1 like the model's samples; got shape "
-            f"{real_data.shape}.")
-    _checks.finite("real_data", real_data)
-    n_real = real_data.shape[0]
-    if real_weights is None:
-        weights = jnp.full((n_real,), 1.0 / n_real)
-    else:
-        weights = jnp.asarray(real_weights, jnp.result_type(float))
-        if weights.shape != (n_real,):
-            raise ValueError(f"`real_weights` must have shape ({n_real},); got {weights.shape}.")
-        _checks.weights("real_weights", weights)
-        weights = weights / jnp.sum(weights)
-    return real_data.astype(spec.dtype), weights
 
 
 def _fit_data_spec(real_data, spec, config: LoopConfig):
@@ -283,7 +126,7 @@ def init_state(params0: PyTree, *, model: GenerativeModel, config: LoopConfig,
         ValueError: if the loop's refits change the params' shapes and the family cannot conform
             ``params0`` to them.
     """
-    spec = _sample_spec(model, params0, config)
+    spec = _loop.sample_spec(model, params0, config)
     if real_data is not None:
         real_data = jnp.asarray(real_data)
     data = _fit_data_spec(real_data, spec, config)
@@ -310,83 +153,6 @@ def init_state(params0: PyTree, *, model: GenerativeModel, config: LoopConfig,
         return state.replace(pool=pool,
                              pool_weights=jnp.zeros((rows,), jnp.result_type(float)))
     return state
-
-
-def _groups(config: LoopConfig, curator) -> int:
-    """The number of groups of ``k`` candidates drawn per generation: ``num_samples / m`` for a
-    curator that keeps m per group (``num_samples`` kept samples in all)."""
-    m = 1 if curator is None else curator.kept(config.k)
-    if config.num_samples % m:
-        raise ValueError(f"`num_samples`={config.num_samples} must be a multiple of the {m} "
-                         f"samples the curator {curator.name!r} keeps per group.")
-    return config.num_samples // m
-
-
-def _rewards(reward_fn, samples, hyper, *, columns: bool):
-    """``reward_scale * reward_fn(samples)``, checked: ``(n,)``, or ``(n, R)`` with ``columns``."""
-    n = samples.shape[0]
-    raw = jnp.asarray(reward_fn(samples))
-    if raw.shape[:1] != (n,) or raw.ndim not in (1, 2) or (not columns and raw.ndim != 1):
-        allowed = f"({n},) or ({n}, R)" if columns else (
-            f"({n},) (several reward columns need a `curator` that says which it reads, and a "
-            "learned reward model reads one)")
-        raise ValueError(f"`reward_fn` must map ({n}, ...) samples to rewards of shape {allowed}; "
-                         f"got shape {raw.shape}.")
-    return jnp.asarray(hyper.reward_scale, raw.dtype) * raw
-
-
-def _kept_rows(kept: Curated, config: LoopConfig, curator) -> Array:
-    """The candidate row of every kept sample."""
-    if curator is not None and not curator.per_group:
-        return kept.index
-    per_group = 1 if curator is None else curator.kept(config.k)
-    groups = kept.index.shape[0] // per_group
-    return jnp.repeat(jnp.arange(groups, dtype=jnp.int32), per_group) * config.k + kept.index
-
-
-def _draw_and_curate(key, params, hyper, *, model, reward_fn, config, curator=None,
-                     learned=None, reward_params=None):
-    """Candidates, their (true) rewards, the kept samples and, with a learned reward model, the
-    proxy rewards the curator read (the kept samples then carry their true rewards)."""
-    key_sample, key_curate = jax.random.split(key)
-    n = _groups(config, curator) * config.k
-    candidates = model.sample(key_sample, params, n)
-    rewards = _rewards(reward_fn, candidates, hyper,
-                       columns=curator is not None and learned is None)
-    proxy = None if learned is None else learned[0].apply(reward_params, candidates)
-    read = rewards if proxy is None else proxy
-    if curator is None:
-        num_candidates = jnp.where(hyper.num_candidates > 0, hyper.num_candidates, config.k)
-        kept = curate(key_curate, candidates, read, k=config.k, beta=hyper.beta,
-                      num_candidates=num_candidates)
-    else:
-        kept = curate(key_curate, candidates, read, k=config.k, curator=curator)
-    if proxy is not None:
-        kept = kept.replace(rewards=rewards[_kept_rows(kept, config, curator)])
-    return candidates, rewards, kept, proxy
-
-
-def _feedback_step(key, state, hyper, *, model, reward_fn, learned):
-    """Refits the learned reward on fresh comparisons when due; ``(reward_params, held-out
-    accuracy)``."""
-    reward_model, fb = learned
-    key_draw, key_judge, key_fit, key_held = jax.random.split(key, 4)
-
-    def judged(key_x, key_j, groups, **poison):
-        x = model.sample(key_x, state.params, groups * fb.k)
-        return reward_models_lib.compare(key_j, x, _rewards(reward_fn, x, hyper, columns=False),
-                                         k=fb.k, judge=fb.judge, **poison)
-
-    def refit(params):
-        comparisons = judged(key_draw, key_judge, fb.num_comparisons, eps=fb.eps, flip=fb.flip,
-                             reward_model=reward_model)
-        return reward_model.fit(key_fit, params, comparisons)
-
-    params = lax.cond(fb.due(state.generation), refit, lambda p: p, state.reward_params)
-    held = judged(*jax.random.split(key_held), fb.num_heldout)
-    acc = reward_models_lib.accuracy(
-        reward_models_lib.group_rewards(reward_model, params, held), held)
-    return params, acc
 
 
 def _refit(key, state, kept, hyper, real_data, real_weights, *, model, config):
@@ -472,11 +238,11 @@ def _step(key, state, hyper, real_data, real_weights, ok, *, model, reward_fn, c
     accuracy = None
     if learned is not None:
         key, key_feedback = jax.random.split(key)
-        reward_params, accuracy = _feedback_step(key_feedback, state, hyper, model=model,
+        reward_params, accuracy = _loop.feedback_step(key_feedback, state, hyper, model=model,
                                                  reward_fn=reward_fn, learned=learned)
         state = state.replace(reward_params=reward_params)
     key_draw, key_fit = jax.random.split(key)
-    candidates, rewards, kept, proxy = _draw_and_curate(
+    candidates, rewards, kept, proxy = _loop.draw_and_curate(
         key_draw, state.params, hyper, model=model, reward_fn=reward_fn, config=config,
         curator=curator, learned=learned, reward_params=state.reward_params)
     new_state = _refit(key_fit, state, kept, hyper, real_data, real_weights, model=model,
@@ -484,7 +250,7 @@ def _step(key, state, hyper, real_data, real_weights, ok, *, model, reward_fn, c
     new_state = new_state.replace(params=_checks.poison(ok, new_state.params),
                                   reward_params=_checks.poison(ok, new_state.reward_params))
     info = RetrainInfo(candidates=candidates, candidate_rewards=rewards, kept=kept,
-                       fit_is_finite=_all_finite((new_state.params, new_state.reward_params)),
+                       fit_is_finite=_loop.all_finite((new_state.params, new_state.reward_params)),
                        hyper=hyper, proxy_rewards=proxy, reward_model_accuracy=accuracy)
     return new_state, info
 
@@ -511,102 +277,13 @@ def _prepare(params, hyper, real_data, real_weights, *, model, reward_fn, config
              reward_model=None, feedback=None):
     """The checks of every entry point: ``(real data, normalised weights, traced validity,
     learned)``, ``learned`` the checked ``(reward_model, feedback)`` or ``None``."""
-    _check_loop_args(model, reward_fn, config)
-    real_data, real_weights = _check_real(real_data, real_weights,
-                                          _sample_spec(model, params, config), config)
+    _loop.check_loop_args(model, reward_fn, config)
+    real_data, real_weights = _loop.check_real(real_data, real_weights,
+                                          _loop.sample_spec(model, params, config), config)
     learned, learned_ok = _check_learned(reward_model, feedback)
     ok = (_check_hyper(hyper, config, real_data) & _check_curator(curator, hyper, config)
           & learned_ok)
     return real_data, real_weights, ok, learned
-
-
-def _per_column(fn, rewards):
-    """``fn`` of ``(n,)`` rewards, or of each column of ``(n, R)`` rewards stacked into ``(R,)``
-    entries (R is static: one call per column)."""
-    if rewards.ndim == 1:
-        return fn(rewards)
-    columns = [fn(rewards[:, j]) for j in range(rewards.shape[1])]
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *columns)
-
-
-def default_metrics(
-    *,
-    model: GenerativeModel,
-    reward_fn: Callable[[Array], Array],
-    real_data: ArrayLike | None = None,
-    real_weights: ArrayLike | None = None,
-    holdout: ArrayLike | None = None,
-) -> Callable[[RetrainState, RetrainInfo], dict[str, Array]]:
-    """The metrics :func:`run` records by default, as a ``metrics_fn(state, info) -> dict``.
-
-    * ``reward_mean``, ``reward_std``, ``reward_q05`` ... ``reward_q95``, ``reward_nan_fraction``:
-      the (scaled) rewards of the fresh candidates drawn from the model;
-    * ``kept_reward_mean``: the mean reward of the curated samples;
-    * with a learned ``reward_model``: ``true_reward_mean`` (``reward_mean``, named against the
-      proxy), ``proxy_reward_mean`` (the learned reward of the same candidates, on the reward
-      model's own scale: a Bradley–Terry fit recovers the judge's utility, e.g. ``beta * r``, up
-      to the additive constant its ridge fixes), ``reward_gap`` (proxy minus true) and
-      ``reward_model_accuracy`` (on held-out comparisons, judged but never flipped);
-    * with several reward columns (``reward_fn`` returning ``(n, R)``) each of these, and
-      ``expected_reward``, is a vector of R, one entry per column;
-    * ``is_finite``: whether every leaf of the model's params is finite;
-    * ``holdout_nll``: mean negative log-likelihood of ``holdout`` (where ``log_prob`` exists);
-    * for ``categorical``: the exact ``expected_reward``, and, with real data,
-      ``kl_data`` = KL(p_data || p_t), ``tv_data`` (total variation) and ``entropy``.
-    """
-    p_data = None
-    if model.name == "categorical" and real_data is not None:
-        p_data = model.init(jax.random.key(0), real_data, real_weights).probs
-
-    def metrics(state: RetrainState, info: RetrainInfo) -> dict[str, Array]:
-        out = {f"reward_{name}": value for name, value in
-               _per_column(metrics_lib.reward_summary, info.candidate_rewards).items()}
-        out["kept_reward_mean"] = jnp.nanmean(info.kept.rewards, axis=0)
-        if info.proxy_rewards is not None:
-            true = jnp.nanmean(info.candidate_rewards)
-            proxy = jnp.nanmean(info.proxy_rewards)
-            out.update(true_reward_mean=true, proxy_reward_mean=proxy, reward_gap=proxy - true,
-                       reward_model_accuracy=info.reward_model_accuracy)
-        out["is_finite"] = _all_finite(state.params)
-        if holdout is not None and model.log_prob is not None:
-            out["holdout_nll"] = -jnp.mean(model.log_prob(state.params, holdout))
-        if model.name == "categorical":
-            probs = state.params.probs
-            states = jnp.arange(probs.shape[0], dtype=jnp.int32)
-            rewards = jnp.asarray(info.hyper.reward_scale, probs.dtype) * reward_fn(states)
-            out["expected_reward"] = _per_column(
-                lambda r: metrics_lib.expected_reward(probs, r), rewards)
-            out["entropy"] = metrics_lib.entropy(probs)
-            if p_data is not None:
-                out["kl_data"] = metrics_lib.kl_divergence(p_data, probs)
-                out["tv_data"] = metrics_lib.total_variation(p_data, probs)
-        return out
-
-    return metrics
-
-
-def _recorder(*, model, reward_fn, real_data, real_weights, metrics_fn=None, default=True,
-              holdout=None):
-    """The per-generation ``record(state, info) -> dict``: the default metrics (unless
-    ``default=False``), then ``metrics_fn``'s (Python numbers become arrays), then
-    ``fit_is_finite``."""
-    if metrics_fn is None and not default:
-        raise ValueError("`default=False` needs a `metrics_fn`; got metrics_fn=None.")
-    base = default_metrics(model=model, reward_fn=reward_fn, real_data=real_data,
-                           real_weights=real_weights, holdout=holdout) if default else None
-
-    def record(state, info):
-        out = dict(base(state, info)) if base is not None else {}
-        if metrics_fn is not None:
-            extra = metrics_fn(state, info)
-            if not isinstance(extra, dict):
-                raise ValueError(f"`metrics_fn` must return a dict of name -> array; got "
-                                 f"{type(extra).__name__}.")
-            out.update({k: jax.tree.map(jnp.asarray, v) for k, v in extra.items()})
-        out["fit_is_finite"] = info.fit_is_finite
-        return out
-
-    return record
 
 
 def _loop_parts(params, hyper, real_data, real_weights, *, model, reward_fn, config, metrics_fn,
@@ -616,7 +293,7 @@ def _loop_parts(params, hyper, real_data, real_weights, *, model, reward_fn, con
     real_data, real_weights, ok, learned = _prepare(
         params, hyper, real_data, real_weights, model=model, reward_fn=reward_fn, config=config,
         curator=curator, reward_model=reward_model, feedback=feedback)
-    record = _recorder(model=model, reward_fn=reward_fn, real_data=real_data,
+    record = _loop.recorder(model=model, reward_fn=reward_fn, real_data=real_data,
                        real_weights=real_weights, metrics_fn=metrics_fn, default=default,
                        holdout=holdout)
     return real_data, real_weights, ok, record, curator, learned
@@ -703,13 +380,13 @@ def _final(key, state, hyper, parts, *, model, reward_fn, config):
     accuracy = None
     if learned is not None:  # the reward model of the last generation (refitted when due)
         key, key_feedback = jax.random.split(key)
-        reward_params, accuracy = _feedback_step(key_feedback, state, hyper, model=model,
+        reward_params, accuracy = _loop.feedback_step(key_feedback, state, hyper, model=model,
                                                  reward_fn=reward_fn, learned=learned)
         state = state.replace(reward_params=reward_params)
-    candidates, rewards, kept, proxy = _draw_and_curate(
+    candidates, rewards, kept, proxy = _loop.draw_and_curate(
         key, state.params, hyper, model=model, reward_fn=reward_fn, config=config,
         curator=curator, learned=learned, reward_params=state.reward_params)
-    finite = _all_finite((state.params, state.reward_params)) & ok
+    finite = _loop.all_finite((state.params, state.reward_params)) & ok
     return record(state, RetrainInfo(candidates=candidates, candidate_rewards=rewards, kept=kept,
                                      fit_is_finite=finite, hyper=hyper, proxy_rewards=proxy,
                                      reward_model_accuracy=accuracy))
