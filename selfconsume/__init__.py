@@ -11,13 +11,16 @@ The public API (see the README and DESIGN.md section 3):
 * :func:`sweep`, :class:`Generations`: seeds x grids as one compiled, sharded program, optionally
   generation by generation with checkpoints (:mod:`selfconsume.execution`, the one executor of
   the API and the command line); :class:`SweepResult` and its files (:mod:`selfconsume.results`).
+* :mod:`selfconsume.ecosystem`: M models retrained on each other's curated samples;
+  :mod:`selfconsume.preferences`: rewards that drift with what the model shows;
+  :mod:`selfconsume.reward_models`: rewards learned from comparisons.
 * :mod:`selfconsume.metrics`, :mod:`selfconsume.data`, :mod:`selfconsume.rewards`,
   :mod:`selfconsume.stats` (intervals over seeds), :mod:`selfconsume.files` (atomic writes).
 """
 
-from selfconsume import (classifier, curators, data, files, metrics, models, results,
-                         reward_models, rewards, stats, theory)
-from selfconsume import execution, retrain
+from selfconsume import (classifier, curators, data, files, metrics, models, preferences,
+                         results, reward_models, rewards, stats, theory)
+from selfconsume import ecosystem, execution, retrain
 from selfconsume.curation import choice_probabilities, curate
 from selfconsume.retrain import (Hyperparams, LoopConfig, RetrainInfo, RetrainState, retrain_step,
                                  run)
@@ -43,11 +46,13 @@ __all__ = [
     "curate",
     "curators",
     "data",
+    "ecosystem",
     "execution",
     "files",
     "lambda_from_real_fraction",
     "metrics",
     "models",
+    "preferences",
     "real_fraction_from_lambda",
     "results",
     "retrain",

@@ -20,7 +20,9 @@ from flax import struct
 from jax import lax
 
 from selfconsume import _checks
+from selfconsume import curators as curators_lib
 from selfconsume import metrics as metrics_lib
+from selfconsume import preferences as preferences_lib
 from selfconsume import reward_models as reward_models_lib
 from selfconsume.curation import curate
 from selfconsume.models import GenerativeModel
@@ -99,8 +101,8 @@ class RetrainState:
         generation: int32 scalar, the number of refits done so far.
         pool: ``(T * n, ...)`` kept samples of past generations (``accumulate``), else ``None``.
         pool_weights: ``(T * n,)`` 1 for filled rows of ``pool``, 0 otherwise, or ``None``.
-        reward_params: the learned reward model's params (with a ``reward_model``), else
-            ``None``.
+        reward_params: the learned reward model's params (with a ``reward_model``) or the
+            drifting preference's (with a ``preference``), else ``None``.
     """
 
     params: PyTree
@@ -124,6 +126,8 @@ class RetrainInfo:
             read), with a ``reward_model``; else ``None``.
         reward_model_accuracy: scalar, the learned reward's accuracy on held-out comparisons
             (:func:`selfconsume.reward_models.accuracy`), with a ``reward_model``; else ``None``.
+        preference_rewards: ``(n * k,)`` the drifting preference's rewards of the candidates
+            (what the curator read), with a ``preference``; else ``None``.
     """
 
     candidates: Array
@@ -133,6 +137,84 @@ class RetrainInfo:
     hyper: Hyperparams
     proxy_rewards: Array | None = None
     reward_model_accuracy: Array | None = None
+    preference_rewards: Array | None = None
+
+
+def check_hyper(hyper: Hyperparams, config: LoopConfig, real_data) -> Array:
+    """Checks the hyperparameters (concrete: ``ValueError``); returns the traced validity."""
+    if not isinstance(hyper, Hyperparams):
+        raise ValueError(f"`hyper` must be a selfconsume.Hyperparams; got {type(hyper).__name__}.")
+    _checks.scalar("beta", hyper.beta, minimum=0.0)
+    _checks.scalar("real_fraction", hyper.real_fraction, minimum=0.0, maximum=1.0)
+    if jnp.ndim(hyper.num_candidates) != 0:
+        raise ValueError(f"`num_candidates` must be a scalar; got shape "
+                         f"{jnp.shape(hyper.num_candidates)}.")
+    if _checks.is_concrete(hyper.num_candidates) and not (
+            0 <= int(hyper.num_candidates) <= config.k):
+        raise ValueError(f"`num_candidates` must be in [1, {config.k}] (or 0 for k = "
+                         f"{config.k}); got {int(hyper.num_candidates)}.")
+    _checks.scalar("reward_scale", hyper.reward_scale)
+    _checks.finite("reward_scale", hyper.reward_scale)
+    if not jnp.issubdtype(jnp.result_type(hyper.num_candidates), jnp.integer):
+        raise ValueError(f"`num_candidates` must be an integer in [1, k] (0 = k); got dtype "
+                         f"{jnp.result_type(hyper.num_candidates)}.")
+    uses_real = config.regime == "replace"
+    if real_data is None and uses_real and _checks.is_concrete(hyper.real_fraction) and float(
+            hyper.real_fraction) != 0.0:
+        raise ValueError(f"`real_fraction` = {float(hyper.real_fraction):g} needs `real_data`; "
+                         "got real_data=None (pass the real samples, or real_fraction=0).")
+    ok = (_checks.scalar_ok(hyper.beta, minimum=0.0)
+          & _checks.scalar_ok(hyper.real_fraction, minimum=0.0, maximum=1.0)
+          & _checks.scalar_ok(hyper.num_candidates, minimum=0, maximum=config.k)
+          & jnp.isfinite(hyper.reward_scale))
+    if real_data is None and uses_real:
+        ok = ok & (jnp.asarray(hyper.real_fraction) == 0)
+    return ok
+
+
+def check_curator(curator, hyper: Hyperparams, config: LoopConfig):
+    """Checks the curator against the loop (concrete: ``ValueError``); the traced validity of its
+    rates, and of ``num_candidates``, which only the default Luce rule uses (0 or k with a
+    curator)."""
+    if curator is None:
+        return True
+    curators_lib.check(curator)
+    groups(config, curator)
+    nc = hyper.num_candidates
+    if _checks.is_concrete(nc):
+        if int(nc) not in (0, config.k):
+            raise ValueError(f"`num_candidates` applies to the default Luce rule only; got "
+                             f"num_candidates={int(nc)} with the curator {curator.name!r}.")
+        return curator.ok()
+    return curator.ok() & ((nc == 0) | (nc == config.k))
+
+
+def check_learned(reward_model, feedback, preference=None):
+    """What the curator reads instead of ``reward_fn``, checked: ``(reward_model, feedback)``
+    (``feedback=None``: the default protocol), a drifting ``preference``, or ``None``; and its
+    traced validity."""
+    if preference is not None:
+        if reward_model is not None or feedback is not None:
+            raise ValueError("`preference` cannot be combined with a `reward_model` or "
+                             "`feedback`: the curator reads one reward; pass one of them.")
+        if not isinstance(preference, preferences_lib.Preference):
+            raise ValueError(f"`preference` must be a selfconsume.preferences preference (e.g. "
+                             f"sc.preferences.linear('states', r, eta=0.1)); got "
+                             f"{type(preference).__name__}.")
+        return preference, preference.ok()
+    if reward_model is None:
+        if feedback is not None:
+            raise ValueError("`feedback` was given without a `reward_model`; pass both (e.g. "
+                             "reward_model=sc.reward_models.tabular(M)) or neither.")
+        return None, True
+    if not isinstance(reward_model, reward_models_lib.RewardModel):
+        raise ValueError(f"`reward_model` must be a selfconsume.reward_models model (e.g. "
+                         f"sc.reward_models.tabular(M)); got {type(reward_model).__name__}.")
+    feedback = reward_models_lib.feedback() if feedback is None else feedback
+    if not isinstance(feedback, reward_models_lib.Feedback):
+        raise ValueError(f"`feedback` must be made by sc.reward_models.feedback(...); got "
+                         f"{type(feedback).__name__}.")
+    return (reward_model, feedback), reward_model.ok() & feedback.ok()
 
 
 def all_finite(tree: PyTree) -> Array:
@@ -220,26 +302,73 @@ def kept_rows(kept: Curated, config: LoopConfig, curator) -> Array:
     return jnp.repeat(jnp.arange(groups, dtype=jnp.int32), per_group) * config.k + kept.index
 
 
-def draw_and_curate(key, params, hyper, *, model, reward_fn, config, curator=None,
-                     learned=None, reward_params=None):
-    """Candidates, their (true) rewards, the kept samples and, with a learned reward model, the
-    proxy rewards the curator read (the kept samples then carry their true rewards)."""
+def reader(state, *, learned=None, preference=None):
+    """What the curator reads in place of ``reward_fn``, as ``read(candidates) -> (rewards,
+    reward_params)``: ``None`` (``reward_fn``), the learned reward at ``state.reward_params``, or
+    the drifting preference, first moved by the candidates (from generation 1 on)."""
+    if learned is not None:
+        return lambda x: (learned[0].apply(state.reward_params, x), state.reward_params)
+    if preference is None:
+        return None
+
+    def read(x):
+        moved = preference.drift(state.reward_params, x)
+        w = jax.tree.map(lambda a, b: jnp.where(state.generation > 0, a, b), moved,
+                         state.reward_params)
+        return preference.apply(w, x), w
+
+    return read
+
+
+def draw_and_curate(key, params, hyper, *, model, reward_fn, config, curator=None, read=None):
+    """``(candidates, rewards, kept, read_rewards, reward_params)``: the candidates, their
+    (scaled) ``reward_fn`` rewards and the kept samples; with a ``read`` (:func:`reader`), the
+    rewards the curator read instead and the reward params they came from (the kept samples
+    still carry their ``reward_fn`` rewards), else ``None`` twice."""
     key_sample, key_curate = jax.random.split(key)
     n = groups(config, curator) * config.k
     candidates = model.sample(key_sample, params, n)
     rewards = scaled_rewards(reward_fn, candidates, hyper,
-                       columns=curator is not None and learned is None)
-    proxy = None if learned is None else learned[0].apply(reward_params, candidates)
-    read = rewards if proxy is None else proxy
+                             columns=curator is not None and read is None)
+    proxy, reward_params = (None, None) if read is None else read(candidates)
+    shown = rewards if proxy is None else proxy
     if curator is None:
         num_candidates = jnp.where(hyper.num_candidates > 0, hyper.num_candidates, config.k)
-        kept = curate(key_curate, candidates, read, k=config.k, beta=hyper.beta,
+        kept = curate(key_curate, candidates, shown, k=config.k, beta=hyper.beta,
                       num_candidates=num_candidates)
     else:
-        kept = curate(key_curate, candidates, read, k=config.k, curator=curator)
+        kept = curate(key_curate, candidates, shown, k=config.k, curator=curator)
     if proxy is not None:
         kept = kept.replace(rewards=rewards[kept_rows(kept, config, curator)])
-    return candidates, rewards, kept, proxy
+    return candidates, rewards, kept, proxy, reward_params
+
+
+def generation(key, state, hyper, *, model, reward_fn, config, curator=None, learned=None):
+    """Everything of a generation but the refit: with a learned reward model, refit it when due
+    (:func:`feedback_step`); draw and curate the candidates of ``state.params``, the curator
+    reading ``reward_fn``, the learned reward or the drifting preference (moved first).
+
+    Returns:
+        ``(state, candidates, rewards, kept, read)``: ``state`` with the reward params that
+        curated this generation, and ``read`` the :class:`RetrainInfo` fields of what the curator
+        read (``proxy_rewards`` and ``reward_model_accuracy``, or ``preference_rewards``).
+    """
+    read = {}
+    if isinstance(learned, tuple):  # a learned reward model, refitted first when due
+        key, key_feedback = jax.random.split(key)
+        reward_params, accuracy = feedback_step(key_feedback, state, hyper, model=model,
+                                                reward_fn=reward_fn, learned=learned)
+        state = state.replace(reward_params=reward_params)
+        read["reward_model_accuracy"] = accuracy
+    preference = None if isinstance(learned, tuple) else learned
+    candidates, rewards, kept, proxy, reward_params = draw_and_curate(
+        key, state.params, hyper, model=model, reward_fn=reward_fn, config=config,
+        curator=curator, read=reader(state, learned=learned if preference is None else None,
+                                     preference=preference))
+    if learned is not None:
+        state = state.replace(reward_params=reward_params)
+        read["preference_rewards" if preference is not None else "proxy_rewards"] = proxy
+    return state, candidates, rewards, kept, read
 
 
 def feedback_step(key, state, hyper, *, model, reward_fn, learned):
@@ -292,6 +421,8 @@ def default_metrics(
       model's own scale: a Bradley–Terry fit recovers the judge's utility, e.g. ``beta * r``, up
       to the additive constant its ridge fixes), ``reward_gap`` (proxy minus true) and
       ``reward_model_accuracy`` (on held-out comparisons, judged but never flipped);
+    * with a drifting ``preference``: ``preference_reward_mean`` (the mean drifting reward of the
+      candidates, what the curator read) and ``reward_params`` (its parameters :math:`w_t`);
     * with several reward columns (``reward_fn`` returning ``(n, R)``) each of these, and
       ``expected_reward``, is a vector of R, one entry per column;
     * ``is_finite``: whether every leaf of the model's params is finite;
@@ -312,6 +443,9 @@ def default_metrics(
             proxy = jnp.nanmean(info.proxy_rewards)
             out.update(true_reward_mean=true, proxy_reward_mean=proxy, reward_gap=proxy - true,
                        reward_model_accuracy=info.reward_model_accuracy)
+        if info.preference_rewards is not None:
+            out["preference_reward_mean"] = jnp.nanmean(info.preference_rewards)
+            out["reward_params"] = state.reward_params
         out["is_finite"] = all_finite(state.params)
         if holdout is not None and model.log_prob is not None:
             out["holdout_nll"] = -jnp.mean(model.log_prob(state.params, holdout))

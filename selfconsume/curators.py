@@ -120,6 +120,7 @@ from selfconsume.types import Array, ArrayLike, PRNGKey
 
 __all__ = [
     "CURATORS",
+    "stack",
     "Adversarial",
     "Curator",
     "Luce",
@@ -782,6 +783,47 @@ def get(name: str, **options) -> Curator:
         return factory(**options)
     except TypeError as e:
         raise ValueError(f"invalid options for curator {name!r}: {e}") from None
+
+
+def stack(curators, num: int | None = None) -> Curator:
+    """One curator for several models: the rates of ``curators`` stacked on a leading axis.
+
+    ``jax.vmap`` over the result (``in_axes=0``) gives model ``i`` the curator ``curators[i]``;
+    this is how an ecosystem (:mod:`selfconsume.ecosystem`) gives each model its own rates in
+    one compiled program. The curators must share one structure (family, static options,
+    nesting); only their rates may differ.
+
+    Args:
+        curators: a sequence of curators of one structure, or one curator (repeated ``num``
+            times).
+        num: the number of models, required with one curator and checked with a sequence.
+
+    Returns:
+        A curator of the same structure whose leaves have a leading axis of ``len(curators)``.
+
+    Raises:
+        ValueError: for an empty sequence, a non-curator, curators of different structures, or a
+            length other than ``num``.
+    """
+    if isinstance(curators, Curator):
+        if num is None:
+            raise ValueError("`num` is required to stack one curator; got num=None.")
+        curators = [curators] * _checks.static_int("num", num, minimum=1)
+    curators = list(curators)
+    if not curators:
+        raise ValueError("`curators` must hold at least one curator; got an empty sequence.")
+    for i, c in enumerate(curators):
+        if not isinstance(c, Curator):
+            raise ValueError(f"`curators[{i}]` must be a selfconsume.curators curator; got "
+                             f"{type(c).__name__}.")
+        if c.signature() != curators[0].signature():
+            raise ValueError(f"`curators` must share one structure (only their rates may differ); "
+                             f"curators[{i}] is {c.signature()}, curators[0] is "
+                             f"{curators[0].signature()}.")
+    if num is not None and len(curators) != num:
+        raise ValueError(f"`curators` must hold one curator per model ({num}); got "
+                         f"{len(curators)}.")
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *curators)
 
 
 def _nested(where: str, value):

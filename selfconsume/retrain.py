@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from selfconsume import _checks, _loop
-from selfconsume import curators as curators_lib
+from selfconsume import preferences as preferences_lib
 from selfconsume import reward_models as reward_models_lib
 from selfconsume._loop import (
     REGIMES,
@@ -51,55 +51,6 @@ __all__ = ["LoopConfig", "Hyperparams", "RetrainState", "RetrainInfo", "init_sta
            "retrain_step", "run", "run_chunk", "final_record", "default_metrics", "REGIMES"]
 
 
-def _check_hyper(hyper: Hyperparams, config: LoopConfig, real_data) -> Array:
-    """Checks the hyperparameters (concrete: ``ValueError``); returns the traced validity."""
-    if not isinstance(hyper, Hyperparams):
-        raise ValueError(f"`hyper` must be a selfconsume.Hyperparams; got {type(hyper).__name__}.")
-    _checks.scalar("beta", hyper.beta, minimum=0.0)
-    _checks.scalar("real_fraction", hyper.real_fraction, minimum=0.0, maximum=1.0)
-    if jnp.ndim(hyper.num_candidates) != 0:
-        raise ValueError(f"`num_candidates` must be a scalar; got shape "
-                         f"{jnp.shape(hyper.num_candidates)}.")
-    if _checks.is_concrete(hyper.num_candidates) and not (
-            0 <= int(hyper.num_candidates) <= config.k):
-        raise ValueError(f"`num_candidates` must be in [1, {config.k}] (or 0 for k = "
-                         f"{config.k}); got {int(hyper.num_candidates)}.")
-    _checks.scalar("reward_scale", hyper.reward_scale)
-    _checks.finite("reward_scale", hyper.reward_scale)
-    if not jnp.issubdtype(jnp.result_type(hyper.num_candidates), jnp.integer):
-        raise ValueError(f"`num_candidates` must be an integer in [1, k] (0 = k); got dtype "
-                         f"{jnp.result_type(hyper.num_candidates)}.")
-    uses_real = config.regime == "replace"
-    if real_data is None and uses_real and _checks.is_concrete(hyper.real_fraction) and float(
-            hyper.real_fraction) != 0.0:
-        raise ValueError(f"`real_fraction` = {float(hyper.real_fraction):g} needs `real_data`; "
-                         "got real_data=None (pass the real samples, or real_fraction=0).")
-    ok = (_checks.scalar_ok(hyper.beta, minimum=0.0)
-          & _checks.scalar_ok(hyper.real_fraction, minimum=0.0, maximum=1.0)
-          & _checks.scalar_ok(hyper.num_candidates, minimum=0, maximum=config.k)
-          & jnp.isfinite(hyper.reward_scale))
-    if real_data is None and uses_real:
-        ok = ok & (jnp.asarray(hyper.real_fraction) == 0)
-    return ok
-
-
-def _check_curator(curator, hyper: Hyperparams, config: LoopConfig):
-    """Checks the curator against the loop (concrete: ``ValueError``); the traced validity of its
-    rates, and of ``num_candidates``, which only the default Luce rule uses (0 or k with a
-    curator)."""
-    if curator is None:
-        return True
-    curators_lib.check(curator)
-    _loop.groups(config, curator)
-    nc = hyper.num_candidates
-    if _checks.is_concrete(nc):
-        if int(nc) not in (0, config.k):
-            raise ValueError(f"`num_candidates` applies to the default Luce rule only; got "
-                             f"num_candidates={int(nc)} with the curator {curator.name!r}.")
-        return curator.ok()
-    return curator.ok() & ((nc == 0) | (nc == config.k))
-
-
 def _fit_data_spec(real_data, spec, config: LoopConfig):
     """Shape of the data every refit of the loop receives (real rows first)."""
     n_real = 0 if real_data is None else real_data.shape[0]
@@ -111,7 +62,8 @@ def _fit_data_spec(real_data, spec, config: LoopConfig):
 def init_state(params0: PyTree, *, model: GenerativeModel, config: LoopConfig,
                real_data: ArrayLike | None = None,
                reward_model: reward_models_lib.RewardModel | None = None,
-               key: PRNGKey | None = None) -> RetrainState:
+               key: PRNGKey | None = None,
+               preference: preferences_lib.Preference | None = None) -> RetrainState:
     """The loop's initial state: ``params0`` at generation 0 (with an empty pool for
     ``accumulate``).
 
@@ -120,7 +72,8 @@ def init_state(params0: PyTree, *, model: GenerativeModel, config: LoopConfig,
     zero-weight padding), so the state keeps one shape over generations; pass the loop's
     ``real_data`` (or ``None``) so that shape is known. With a ``reward_model`` the state also
     holds its initial params, ``reward_model.init(key, samples)`` (``key`` defaults to
-    ``jax.random.key(0)``; :func:`run` passes ``fold_in(key, 1)`` of its own key).
+    ``jax.random.key(0)``; :func:`run` passes ``fold_in(key, 1)`` of its own key); with a
+    drifting ``preference``, its initial parameters ``preference.init()``.
 
     Raises:
         ValueError: if the loop's refits change the params' shapes and the family cannot conform
@@ -145,6 +98,8 @@ def init_state(params0: PyTree, *, model: GenerativeModel, config: LoopConfig,
     if reward_model is not None:
         key = jax.random.key(0) if key is None else key
         reward_params = reward_model.init(key, jnp.zeros(spec.shape, spec.dtype))
+    elif preference is not None:
+        reward_params = preference.init()
     state = RetrainState(params=params0, generation=jnp.zeros((), jnp.int32),
                          reward_params=reward_params)
     if config.regime == "accumulate":
@@ -191,6 +146,7 @@ def retrain_step(
     curator: Curator | None = None,
     reward_model: reward_models_lib.RewardModel | None = None,
     feedback: reward_models_lib.Feedback | None = None,
+    preference: preferences_lib.Preference | None = None,
 ) -> tuple[RetrainState, RetrainInfo]:
     """One generation: draw candidates from the model, curate them, refit.
 
@@ -219,7 +175,8 @@ def retrain_step(
     """
     real_data, real_weights, ok, learned = _prepare(
         state.params, hyper, real_data, real_weights, model=model, reward_fn=reward_fn,
-        config=config, curator=curator, reward_model=reward_model, feedback=feedback)
+        config=config, curator=curator, reward_model=reward_model, feedback=feedback,
+        preference=preference)
     _check_state(state, learned)
     return _step(key, state, hyper, real_data, real_weights, ok, model=model,
                  reward_fn=reward_fn, config=config, curator=curator, learned=learned)
@@ -227,75 +184,53 @@ def retrain_step(
 
 def _check_state(state: RetrainState, learned) -> None:
     if (learned is None) != (state.reward_params is None):
+        given = "a reward_model or preference" if learned is not None else "neither"
         raise ValueError(
-            "`state` must come from init_state(..., reward_model=...) with the loop's "
-            "`reward_model`; got a state " + ("without" if learned else "with")
-            + " reward params " + ("and a reward_model." if learned else "and no reward_model."))
+            "`state` must come from init_state(..., reward_model=...) (or preference=...) with "
+            f"the loop's reward model or preference; got a state "
+            f"{'without' if learned is not None else 'with'} reward params and {given}.")
 
 
 def _step(key, state, hyper, real_data, real_weights, ok, *, model, reward_fn, config,
           curator=None, learned=None):
-    accuracy = None
-    if learned is not None:
-        key, key_feedback = jax.random.split(key)
-        reward_params, accuracy = _loop.feedback_step(key_feedback, state, hyper, model=model,
-                                                 reward_fn=reward_fn, learned=learned)
-        state = state.replace(reward_params=reward_params)
     key_draw, key_fit = jax.random.split(key)
-    candidates, rewards, kept, proxy = _loop.draw_and_curate(
-        key_draw, state.params, hyper, model=model, reward_fn=reward_fn, config=config,
-        curator=curator, learned=learned, reward_params=state.reward_params)
+    state, candidates, rewards, kept, read = _loop.generation(
+        key_draw, state, hyper, model=model, reward_fn=reward_fn, config=config, curator=curator,
+        learned=learned)
     new_state = _refit(key_fit, state, kept, hyper, real_data, real_weights, model=model,
                        config=config)
     new_state = new_state.replace(params=_checks.poison(ok, new_state.params),
                                   reward_params=_checks.poison(ok, new_state.reward_params))
     info = RetrainInfo(candidates=candidates, candidate_rewards=rewards, kept=kept,
                        fit_is_finite=_loop.all_finite((new_state.params, new_state.reward_params)),
-                       hyper=hyper, proxy_rewards=proxy, reward_model_accuracy=accuracy)
+                       hyper=hyper, **read)
     return new_state, info
 
 
-def _check_learned(reward_model, feedback):
-    """``(reward_model, feedback)`` checked (``feedback=None``: the default protocol), or
-    ``None`` without a reward model; and their traced validity."""
-    if reward_model is None:
-        if feedback is not None:
-            raise ValueError("`feedback` was given without a `reward_model`; pass both (e.g. "
-                             "reward_model=sc.reward_models.tabular(M)) or neither.")
-        return None, True
-    if not isinstance(reward_model, reward_models_lib.RewardModel):
-        raise ValueError(f"`reward_model` must be a selfconsume.reward_models model (e.g. "
-                         f"sc.reward_models.tabular(M)); got {type(reward_model).__name__}.")
-    feedback = reward_models_lib.feedback() if feedback is None else feedback
-    if not isinstance(feedback, reward_models_lib.Feedback):
-        raise ValueError(f"`feedback` must be made by sc.reward_models.feedback(...); got "
-                         f"{type(feedback).__name__}.")
-    return (reward_model, feedback), reward_model.ok() & feedback.ok()
-
-
 def _prepare(params, hyper, real_data, real_weights, *, model, reward_fn, config, curator=None,
-             reward_model=None, feedback=None):
+             reward_model=None, feedback=None, preference=None):
     """The checks of every entry point: ``(real data, normalised weights, traced validity,
-    learned)``, ``learned`` the checked ``(reward_model, feedback)`` or ``None``."""
+    learned)``, ``learned`` the checked ``(reward_model, feedback)``, preference or ``None``."""
     _loop.check_loop_args(model, reward_fn, config)
     real_data, real_weights = _loop.check_real(real_data, real_weights,
-                                          _loop.sample_spec(model, params, config), config)
-    learned, learned_ok = _check_learned(reward_model, feedback)
-    ok = (_check_hyper(hyper, config, real_data) & _check_curator(curator, hyper, config)
-          & learned_ok)
+                                               _loop.sample_spec(model, params, config), config)
+    learned, learned_ok = _loop.check_learned(reward_model, feedback, preference)
+    ok = (_loop.check_hyper(hyper, config, real_data)
+          & _loop.check_curator(curator, hyper, config) & learned_ok)
     return real_data, real_weights, ok, learned
 
 
 def _loop_parts(params, hyper, real_data, real_weights, *, model, reward_fn, config, metrics_fn,
-                default, holdout, curator=None, reward_model=None, feedback=None):
+                default, holdout, curator=None, reward_model=None, feedback=None,
+                preference=None):
     """What every entry point of the loop checks and builds once: ``(real data, normalised
     weights, traced validity, record, curator, learned)``."""
     real_data, real_weights, ok, learned = _prepare(
         params, hyper, real_data, real_weights, model=model, reward_fn=reward_fn, config=config,
-        curator=curator, reward_model=reward_model, feedback=feedback)
+        curator=curator, reward_model=reward_model, feedback=feedback, preference=preference)
     record = _loop.recorder(model=model, reward_fn=reward_fn, real_data=real_data,
-                       real_weights=real_weights, metrics_fn=metrics_fn, default=default,
-                       holdout=holdout)
+                            real_weights=real_weights, metrics_fn=metrics_fn, default=default,
+                            holdout=holdout)
     return real_data, real_weights, ok, record, curator, learned
 
 
@@ -315,6 +250,7 @@ def run_chunk(
     curator: Curator | None = None,
     reward_model: reward_models_lib.RewardModel | None = None,
     feedback: reward_models_lib.Feedback | None = None,
+    preference: preferences_lib.Preference | None = None,
 ) -> tuple[RetrainState, dict[str, Array]]:
     """Runs ``len(keys)`` generations from ``state`` with ``lax.scan``: a chunk of :func:`run`.
 
@@ -330,7 +266,7 @@ def run_chunk(
     parts = _loop_parts(state.params, hyper, real_data, real_weights, model=model,
                         reward_fn=reward_fn, config=config, metrics_fn=metrics_fn,
                         default=default, holdout=holdout, curator=curator,
-                        reward_model=reward_model, feedback=feedback)
+                        reward_model=reward_model, feedback=feedback, preference=preference)
     return _scan(keys, state, hyper, parts, model=model, reward_fn=reward_fn, config=config)
 
 
@@ -364,32 +300,26 @@ def final_record(
     curator: Curator | None = None,
     reward_model: reward_models_lib.RewardModel | None = None,
     feedback: reward_models_lib.Feedback | None = None,
+    preference: preferences_lib.Preference | None = None,
 ) -> dict[str, Array]:
     """The history entry of the last state: its candidates are drawn and curated, not refitted
     (``fit_is_finite`` says whether the state's params are finite). Arguments as :func:`run`."""
     parts = _loop_parts(state.params, hyper, real_data, real_weights, model=model,
                         reward_fn=reward_fn, config=config, metrics_fn=metrics_fn,
                         default=default, holdout=holdout, curator=curator,
-                        reward_model=reward_model, feedback=feedback)
+                        reward_model=reward_model, feedback=feedback, preference=preference)
     return _final(key, state, hyper, parts, model=model, reward_fn=reward_fn, config=config)
 
 
 def _final(key, state, hyper, parts, *, model, reward_fn, config):
     _, _, ok, record, curator, learned = parts
     _check_state(state, learned)
-    accuracy = None
-    if learned is not None:  # the reward model of the last generation (refitted when due)
-        key, key_feedback = jax.random.split(key)
-        reward_params, accuracy = _loop.feedback_step(key_feedback, state, hyper, model=model,
-                                                 reward_fn=reward_fn, learned=learned)
-        state = state.replace(reward_params=reward_params)
-    candidates, rewards, kept, proxy = _loop.draw_and_curate(
-        key, state.params, hyper, model=model, reward_fn=reward_fn, config=config,
-        curator=curator, learned=learned, reward_params=state.reward_params)
+    state, candidates, rewards, kept, read = _loop.generation(
+        key, state, hyper, model=model, reward_fn=reward_fn, config=config, curator=curator,
+        learned=learned)
     finite = _loop.all_finite((state.params, state.reward_params)) & ok
     return record(state, RetrainInfo(candidates=candidates, candidate_rewards=rewards, kept=kept,
-                                     fit_is_finite=finite, hyper=hyper, proxy_rewards=proxy,
-                                     reward_model_accuracy=accuracy))
+                                     fit_is_finite=finite, hyper=hyper, **read))
 
 
 def run(
@@ -408,6 +338,7 @@ def run(
     curator: Curator | None = None,
     reward_model: reward_models_lib.RewardModel | None = None,
     feedback: reward_models_lib.Feedback | None = None,
+    preference: preferences_lib.Preference | None = None,
 ) -> tuple[RetrainState, dict[str, Array]]:
     """Runs ``config.num_generations`` generations of curated retraining with ``lax.scan``.
 
@@ -449,6 +380,11 @@ def run(
             and ``reward_model_accuracy`` (:func:`default_metrics`).
         feedback: :func:`selfconsume.reward_models.feedback` (default ``feedback()``): how
             comparisons are made; its ``eps`` and judge's rates are array leaves.
+        preference: a drifting preference (:mod:`selfconsume.preferences`, a pytree: pass it as
+            an array argument under ``jit``): the curator reads ``preference.apply(w_t, x)``,
+            the parameters ``w_t`` moving with each generation's candidates from generation 1
+            on, and the history adds ``preference_reward_mean`` and ``reward_params``
+            (:math:`w_t`); ``reward_fn`` stays the reference reward of the reward metrics.
 
     Returns:
         ``(final_state, history)``: the :class:`RetrainState` after the last generation
@@ -464,11 +400,13 @@ def run(
     """
     parts = _loop_parts(params0, hyper, real_data, real_weights, model=model, reward_fn=reward_fn,
                         config=config, metrics_fn=metrics_fn, default=default, holdout=holdout,
-                        curator=curator, reward_model=reward_model, feedback=feedback)
+                        curator=curator, reward_model=reward_model, feedback=feedback,
+                        preference=preference)
     loop = dict(model=model, reward_fn=reward_fn, config=config)
     keys = jax.random.split(key, config.num_generations + 1)
     state0 = init_state(params0, model=model, config=config, real_data=parts[0],
-                        reward_model=reward_model, key=jax.random.fold_in(key, 1))
+                        reward_model=reward_model, preference=preference,
+                        key=jax.random.fold_in(key, 1))
     final, history = _scan(keys[:-1], state0, hyper, parts, **loop)
     last = _final(keys[-1], final, hyper, parts, **loop)
     history = jax.tree_util.tree_map(lambda h, x: jnp.concatenate([h, x[None]]), history, last)

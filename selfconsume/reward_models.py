@@ -85,6 +85,7 @@ __all__ = [
     "mlp",
     "coordinates",
     "radial",
+    "table",
     "feedback",
     "population_loss",
     "population_fit",
@@ -287,6 +288,34 @@ class Radial:
         return jnp.exp(-d2 / (2.0 * self.bandwidth ** 2))
 
 
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """Features of integer states read from a table: :math:`\phi(x)` is row :math:`x` (NaN
+    outside ``[0, S)``; hashable: the rows are stored as nested tuples)."""
+
+    rows: tuple
+
+    def __call__(self, x: Array) -> Array:
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.integer):
+            raise ValueError(f"table features read integer states in [0, {len(self.rows)}); got "
+                             f"samples of dtype {x.dtype}.")
+        x = x.reshape(x.shape[0])
+        t = jnp.asarray(self.rows, jnp.result_type(float))
+        inside = (x >= 0) & (x < t.shape[0])
+        return jnp.where(inside[:, None], t[jnp.clip(x, 0, t.shape[0] - 1)], jnp.nan)
+
+
+def table(rows: ArrayLike) -> Table:
+    """Features of the integer states ``0..S-1`` from a ``(S, F)`` table (concrete, finite)."""
+    rows = np.asarray(rows, float)
+    if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] == 0 or not np.all(
+            np.isfinite(rows)):
+        raise ValueError(f"`rows` must be a finite (S, F) table with S, F >= 1; got shape "
+                         f"{rows.shape}.")
+    return Table(tuple(map(tuple, rows.tolist())))
+
+
 def coordinates() -> Coordinates:
     """The identity feature map (a linear reward in the sample's coordinates)."""
     return Coordinates()
@@ -311,7 +340,7 @@ def radial(centers: ArrayLike, bandwidth: float) -> Radial:
     return Radial(tuple(map(tuple, centers.tolist())), float(bandwidth))
 
 
-_FEATURES = {"coordinates": coordinates, "radial": radial}
+_FEATURES = {"coordinates": coordinates, "radial": radial, "table": table}
 
 
 @struct.dataclass(eq=False)

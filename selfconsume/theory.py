@@ -61,6 +61,31 @@ float64) and with the width of a continuous spread; :func:`quadrature_step` repo
    for :math:`K = \infty` the fixed point is
    :math:`p^* = p_{\rm data} / (1 + \lambda - \lambda e^{br}/Z)`, :math:`Z` set by normalisation.
 
+**Ecosystems** (:func:`ecosystem_map`, :func:`ecosystem_trajectory`,
+:func:`ecosystem_fixed_point`; here M *models* on S states). Model :math:`i` has the law
+:math:`p_i`, the reward :math:`r_i` (one column of the reward table), its curator (factor
+:math:`H^i`) and real fraction :math:`a_i`; each trains on a mixture of the models' curated
+samples given by a row-stochastic interaction matrix :math:`W` (:math:`W_{ij} \ge 0`,
+:math:`\sum_j W_{ij} = 1`):
+
+.. math::
+    p'_i = a_i\, p_{\rm data} + (1 - a_i) \sum_j W_{ij}\, p_j H^j_{p_j}[r_j].
+
+``M = 1`` is :func:`retrain_map`. Facts checked by :func:`check_ecosystem`:
+:math:`\sum_x p_i H^i = 1`; with :math:`\pi W = \pi` (:math:`\pi \ge 0`, :math:`\sum \pi_i = 1`),
+one shared reward and monotone curators, pure curation raises every upper tail
+:math:`P(r \ge \ell)` of the mixture :math:`\sum_i \pi_i p_i` (since
+:math:`\sum_i \pi_i p'_i = \sum_j \pi_j p_j H^j`); :math:`p^i_t \ge a_i p_{\rm data}`, so
+:math:`\mathrm{KL}(p_{\rm data} \| p^i_t) \le \log(1/a_i)` for :math:`t \ge 1`; and the fixed
+point.
+
+**Drifting preferences** (:func:`drift_trajectory`; co-evolving preferences, Wei, Xie, Zhu and
+Zhang). A reward linear in features :math:`\Phi` (S x F) whose weights follow the model:
+
+.. math::
+    r_t = \Phi w_t,\quad p_{t+1} = a\, p_{\rm data} + (1-a)\, p_t H_{p_t}[r_t],\quad
+    w_{t+1} = (1 - \eta)\, w_t + \eta\, \Phi^\top p_{t+1}.
+
 **Validation** (the rule of :mod:`selfconsume._checks`). Shapes, ranks and static integers raise
 ``ValueError`` at trace time. Values are checked by the outermost public call: concrete
 probability vectors (finite, non-negative, summing to one), rewards (finite), ``beta`` (``>= 0``,
@@ -69,7 +94,9 @@ inf allowed) and ``real_fraction`` (in ``[0, 1]``; ``(0, 1]`` for :func:`fixed_p
 every floating entry of the result NaN (:func:`selfconsume._checks.poison`), one row at a time
 under ``vmap``, and :func:`check_theorems` then reports ``holds: False`` with NaN slack. The
 check is one reduction over the traced inputs, and nothing for concrete ones; calls made inside
-the package on values already checked skip it. Dot products feeding expectations request
+the package on values already checked skip it. The ecosystem functions treat ``interaction``
+(row-stochastic, within the tolerance of a probability vector) and per-model ``beta`` and
+``real_fraction`` (scalars or ``(M,)``) alike. Dot products feeding expectations request
 ``Precision.HIGHEST`` (full float32 on accelerators).
 """
 
@@ -78,6 +105,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -106,6 +134,11 @@ __all__ = [
     "check_theorems",
     "real_fraction_from_lambda",
     "lambda_from_real_fraction",
+    "ecosystem_map",
+    "ecosystem_trajectory",
+    "ecosystem_fixed_point",
+    "check_ecosystem",
+    "drift_trajectory",
 ]
 
 
@@ -968,3 +1001,743 @@ def check_theorems(
             out[name] = {"holds": None, "slack": math.nan, "applicable": False,
                          "reason": _NOT_APPLICABLE[name]}
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Ecosystems of models (here M models on S states)
+# --------------------------------------------------------------------------------------------
+
+
+class _Ecosystem(NamedTuple):
+    """The validated inputs of an ecosystem call (host-side; not a pytree)."""
+
+    ps: Array | None  # (M, S) or None
+    rows: Array  # (M, S) model i's reward
+    columns: tuple  # the reward column each model reads
+    betas: Array  # (M,)
+    p_data: Array | None  # (S,)
+    fractions: Array  # (M,)
+    weights: Array  # (M, M) rows renormalised
+    curator: object  # the curators stacked on a leading axis of M, or None
+    curators: tuple | None  # the per-model curators (unstacked), or None
+    ok: object  # traced validity (True when everything is concrete)
+
+
+def _ecosystem_floating(*xs):
+    dtype = jnp.result_type(*[jnp.asarray(x).dtype for x in xs if x is not None])
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+
+
+def _probability_rows(name: str, ps, num_states: int):
+    """Checks ``(M, S)`` probability rows (concrete: raises naming the row); returns the traced
+    predicate (``True`` when concrete)."""
+    if jnp.ndim(ps) != 2 or 0 in jnp.shape(ps):
+        raise ValueError(f"`{name}` must be (M, S): one probability vector per model, M >= 1 and "
+                         f"S >= 1; got shape {jnp.shape(ps)}.")
+    tol = 1e-4 * max(1.0, math.sqrt(num_states) / 10)
+    if _checks.is_concrete(ps):
+        a = np.asarray(ps, np.float64)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"`{name}` must be finite; got {_checks.show(ps)} with non-finite "
+                             "entries.")
+        if np.any(a < 0):
+            i = int(np.argmin(a.min(axis=1)))
+            raise ValueError(f"`{name}` must be non-negative; got minimum entry "
+                             f"{float(a.min()):.6g} in row {i}.")
+        sums = a.sum(axis=1)
+        bad = np.flatnonzero(np.abs(sums - 1.0) > tol)
+        if bad.size:
+            raise ValueError(f"every row of `{name}` must sum to 1 (within {tol:g}); got row "
+                             f"{int(bad[0])} summing to {float(sums[bad[0]]):.8g}.")
+        return True
+    p = jnp.asarray(ps)
+    return (jnp.all(jnp.isfinite(p)) & jnp.all(p >= 0)
+            & jnp.all(jnp.abs(jnp.sum(p, axis=1, dtype=jnp.result_type(p.dtype, jnp.float32))
+                              - 1.0) <= tol))
+
+
+def _per_model(name: str, value, num_models: int, dtype, *, minimum: float, maximum=None,
+               positive: bool = False):
+    """A scalar or ``(M,)`` rate, broadcast to ``(M,)``; (values, traced validity)."""
+    v = jnp.asarray(value)
+    if v.ndim > 1 or (v.ndim == 1 and v.shape[0] != num_models):
+        raise ValueError(f"`{name}` must be a scalar or have shape ({num_models},), one per "
+                         f"model; got shape {v.shape}.")
+    if maximum is None:
+        allowed = f">= {minimum:g} (inf allowed)"
+    else:
+        allowed = f"in {'(' if positive else '['}{minimum:g}, {maximum:g}]"
+    if _checks.is_concrete(v):
+        a = np.asarray(v, np.float64)
+        bad = np.isnan(a) | (a < minimum) | ((a > maximum) if maximum is not None else False)
+        if positive:
+            bad = bad | (a <= minimum)
+        if np.any(bad):
+            where = f" (model {int(np.flatnonzero(np.atleast_1d(bad))[0])})" if a.ndim else ""
+            raise ValueError(f"`{name}` must be {allowed}"
+                             f"{' for every model here' if positive else ''}; got "
+                             f"{float(a[bad].flat[0])!r}{where}.")
+        ok = True
+    else:
+        ok = jnp.all(_checks.scalar_ok(v, minimum=minimum, maximum=maximum))
+        if positive:
+            ok = ok & jnp.all(v > minimum)
+    return jnp.broadcast_to(v.astype(dtype), (num_models,)), ok
+
+
+def _interaction(interaction, num_models: int, dtype):
+    """Checks the (M, M) row-stochastic ``interaction``; (rows renormalised, traced validity)."""
+    w = jnp.asarray(interaction)
+    if w.shape != (num_models, num_models):
+        raise ValueError(f"`interaction` must have shape (M, M) = ({num_models}, {num_models}): "
+                         f"row i holds the weights model i gives to every model's curated "
+                         f"samples; got shape {w.shape}.")
+    tol = 1e-4 * max(1.0, math.sqrt(num_models) / 10)
+    allowed = "a row-stochastic matrix (entries >= 0, every row summing to 1)"
+    if _checks.is_concrete(w):
+        a = np.asarray(w, np.float64)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"`interaction` must be {allowed}; got {int(np.sum(~np.isfinite(a)))}"
+                             " non-finite entries.")
+        if np.any(a < 0):
+            raise ValueError(f"`interaction` must be {allowed}; got a negative entry "
+                             f"{float(a.min()):.6g}.")
+        sums = a.sum(axis=1)
+        bad = np.flatnonzero(np.abs(sums - 1.0) > tol)
+        if bad.size:
+            raise ValueError(f"`interaction` must be {allowed} (within {tol:g}); got row "
+                             f"{int(bad[0])} summing to {float(sums[bad[0]]):.8g}.")
+        ok = True
+    else:
+        ok = (jnp.all(jnp.isfinite(w)) & jnp.all(w >= 0)
+              & jnp.all(jnp.abs(jnp.sum(w, axis=1) - 1.0) <= tol))
+    w = w.astype(dtype)
+    return w / jnp.sum(w, axis=1, keepdims=True), ok
+
+
+def _reward_rows(rewards, columns, num_models: int, num_states: int, dtype):
+    """Model i's reward ``(M, S)`` from ``(S,)`` or ``(S, R)`` rewards; (rows, columns, ok)."""
+    r = jnp.asarray(rewards)
+    if r.ndim not in (1, 2) or r.shape[0] != num_states:
+        raise ValueError(f"`rewards` must be (S,) or (S, R) with S = {num_states} states (one row "
+                         f"per state); got shape {r.shape}.")
+    if r.ndim == 1:
+        if columns is not None:
+            raise ValueError(f"`columns` must be None with one reward (rewards of shape (S,)); "
+                             f"got columns={columns!r}.")
+        columns = (0,) * num_models
+        r = r[:, None]
+    elif columns is None:
+        if r.shape[1] != 1:
+            raise ValueError(f"`columns` is required with {r.shape[1]} reward columns: a tuple of "
+                             f"{num_models} column indices, model i reading rewards[:, "
+                             f"columns[i]]; got columns=None.")
+        columns = (0,) * num_models
+    else:
+        if not isinstance(columns, (tuple, list)) or len(columns) != num_models:
+            raise ValueError(f"`columns` must be a tuple of {num_models} column indices, one per "
+                             f"model (static); got {columns!r}.")
+        for c in columns:
+            if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not (
+                    0 <= c < r.shape[1]):
+                raise ValueError(f"`columns` must hold integers in [0, {r.shape[1] - 1}] for "
+                                 f"rewards with {r.shape[1]} columns; got {columns!r}.")
+        columns = tuple(int(c) for c in columns)
+    if _checks.is_concrete(r):
+        if not np.all(np.isfinite(np.asarray(r))):
+            raise ValueError(f"`rewards` must be finite on the support; got {_checks.show(r)} "
+                             "with non-finite entries.")
+        ok = True
+    else:
+        ok = jnp.all(jnp.isfinite(r))
+    return jnp.asarray(r, dtype)[:, np.asarray(columns)].T, columns, ok
+
+
+def _one_column_curator(name: str, curator, beta):
+    """Checks a curator that reads the one reward column handed to it (its ``column`` None)."""
+    curators_lib.check(curator, beta=beta)
+    if curator.columns() != (None,):
+        raise ValueError(f"`{name}` must read the one reward column it is handed (its own "
+                         f"`column` None: the reward of a model is chosen by `columns`, a "
+                         f"drifting reward is features @ w); got {curator.name!r} reading "
+                         f"columns {curator.columns()}.")
+    return curator
+
+
+def _ecosystem_curators(curator, beta, num_models: int):
+    """(per-model curators, the same stacked on a leading axis of M, traced validity)."""
+    if curator is None:
+        return None, None, True
+    if isinstance(curator, curators_lib.Curator):
+        items = (curator,) * num_models
+    elif isinstance(curator, (tuple, list)):
+        items = tuple(curator)
+        if len(items) != num_models:
+            raise ValueError(f"`curator` must be one curator or a sequence of M = {num_models} "
+                             f"curators, one per model; got {len(items)}.")
+    else:
+        raise ValueError(f"`curator` must be None, a selfconsume.curators curator or a sequence "
+                         f"of {num_models} of them; got {type(curator).__name__}.")
+    if jnp.ndim(beta) != 0:
+        raise ValueError("`beta` must be left at its default with a curator (the curator holds "
+                         f"its own rates); got beta of shape {jnp.shape(beta)}.")
+    ok = True
+    for i, c in enumerate(items):
+        _one_column_curator("curator" if len(set(map(id, items))) == 1 else f"curator[{i}]",
+                            c, beta)
+        if c.signature() != items[0].signature():
+            raise ValueError(f"`curator` must hold curators of one structure (only their rates "
+                             f"may differ per model); curator[{i}] is {c.signature()}, "
+                             f"curator[0] is {items[0].signature()}.")
+        if i == 0 or c is not items[i - 1]:
+            ok = ok & c.ok()
+    return items, curators_lib.stack(items, num=num_models), ok
+
+
+def _prepare_ecosystem(ps, rewards, *, interaction, beta, p_data, real_fraction, columns,
+                       curator, num_models=None, ps_name="ps", positive_fraction=False):
+    """Validates the arguments shared by the ecosystem functions (module docstring's rule)."""
+    if ps is not None:
+        if jnp.ndim(ps) != 2 or 0 in jnp.shape(ps):
+            raise ValueError(f"`{ps_name}` must be (M, S): one probability vector per model, "
+                             f"M >= 1 and S >= 1; got shape {jnp.shape(ps)}.")
+        num_models, num_states = jnp.shape(ps)
+    else:
+        _checks.probability_vector("p_data", p_data)
+        if jnp.ndim(interaction) != 2:
+            raise ValueError(f"`interaction` must have shape (M, M); got shape "
+                             f"{jnp.shape(interaction)}.")
+        num_models, num_states = jnp.shape(interaction)[0], jnp.shape(p_data)[0]
+    dtype = _ecosystem_floating(ps, rewards, p_data)
+    ok = True if ps is None else _probability_rows(ps_name, ps, num_states)
+    rows, columns, rewards_ok = _reward_rows(rewards, columns, num_models, num_states, dtype)
+    weights, w_ok = _interaction(interaction, num_models, dtype)
+    items, stacked, c_ok = _ecosystem_curators(curator, beta, num_models)
+    betas, b_ok = _per_model("beta", beta, num_models, dtype, minimum=0.0)
+    fractions, a_ok = _per_model("real_fraction", real_fraction, num_models, dtype, minimum=0.0,
+                                 maximum=1.0, positive=positive_fraction)
+    if p_data is None:
+        if not _checks.is_concrete(real_fraction) or np.any(np.asarray(real_fraction) != 0):
+            raise ValueError(f"`p_data` is required when `real_fraction` is not 0; got "
+                             f"real_fraction={_checks.show(real_fraction)} and p_data=None.")
+        d_ok = True
+    else:
+        _checks.probability_vector("p_data", p_data)
+        if jnp.shape(p_data) != (num_states,):
+            raise ValueError(f"`p_data` must have shape (S,) = ({num_states},); got shape "
+                             f"{jnp.shape(p_data)}.")
+        d_ok = True if _checks.is_concrete(p_data) else _checks.probability_vector_ok(p_data)
+        p_data = jnp.asarray(p_data, dtype)
+    ok = ok & rewards_ok & w_ok & c_ok & b_ok & a_ok & d_ok
+    if _INSIDE.get():
+        ok = True
+    return _Ecosystem(None if ps is None else jnp.asarray(ps, dtype), rows, columns, betas,
+                      p_data, fractions, weights, stacked, items, ok)
+
+
+def _ecosystem_step(ps, rows, betas, p_data, fractions, weights, curator, *, k, num_nodes):
+    """One generation of the ecosystem (traced, called under :func:`_inside`)."""
+    def curate_one(p, r, b, c):
+        if c is None:
+            return curated(p, r, k=k, beta=b, num_nodes=num_nodes)
+        return curated(p, r[:, None], k=k, num_nodes=num_nodes, curator=c)
+
+    qs = _over_models(curate_one, ps, rows, betas, curator)
+    mixed = jnp.matmul(weights, qs, precision=lax.Precision.HIGHEST)
+    return _over_models(lambda a, m: _mix(p_data, a, m), fractions, mixed)
+
+
+def _over_models(f, *args):
+    """``jax.vmap(f)`` over the leading (model) axis of ``args``; with one model, ``f`` on that
+    model directly, so that ``M = 1`` reproduces :func:`retrain_map` bit for bit (a batched
+    reduction may round differently)."""
+    if jax.tree_util.tree_leaves(args)[0].shape[0] == 1:
+        out = f(*jax.tree_util.tree_map(lambda x: x[0], args))
+        return jax.tree_util.tree_map(lambda x: x[None], out)
+    return jax.vmap(f)(*args)
+
+
+def ecosystem_map(
+    ps: ArrayLike,
+    rewards: ArrayLike,
+    *,
+    interaction: ArrayLike,
+    k,
+    beta: ArrayLike = 1.0,
+    p_data: ArrayLike | None = None,
+    real_fraction: ArrayLike = 0.0,
+    columns: tuple[int, ...] | None = None,
+    num_nodes: int | None = None,
+    curator=None,
+) -> Array:
+    r"""One generation of an ecosystem of M models on S states, each training on the others'
+    curated samples: :math:`p'_i = a_i\, p_{\rm data} + (1 - a_i) \sum_j W_{ij}\, p_j H^j_{p_j}`.
+
+    Model j's curated law :math:`q_j = p_j H^j_{p_j}` is :func:`curated` of :math:`p_j` on its
+    reward :math:`r_j` with its curator (Luce with :math:`\beta_j`, or ``curator[j]``); model i
+    refits on the mixture of the curated laws given by row i of ``interaction``, mixed with real
+    data at its rate :math:`a_i`. ``M = 1``, ``W = [[1]]`` is :func:`retrain_map`; ``W = I`` is M
+    independent :func:`trajectory` steps.
+
+    Args:
+        ps: ``(M, S)`` the models, one probability vector per row.
+        rewards: ``(S,)`` one reward read by every model, or ``(S, R)`` with ``columns``.
+        interaction: ``(M, M)`` row-stochastic :math:`W` (entries ``>= 0``, rows summing to 1;
+            rows are renormalised to sum to 1 exactly), possibly traced.
+        k: static number of candidates, as in :func:`curation_factor`.
+        beta: scalar or ``(M,)`` Luce inverse temperatures ``>= 0``, possibly traced; left at its
+            default with a curator.
+        p_data: ``(S,)`` the real-data law; required unless every ``real_fraction`` is 0.
+        real_fraction: scalar or ``(M,)`` :math:`a_i \in [0, 1]`, possibly traced.
+        columns: static tuple of M column indices, model i reading ``rewards[:, columns[i]]``;
+            required when ``rewards`` has R > 1 columns, ``None`` for ``(S,)`` rewards.
+        num_nodes: as in :func:`curation_factor`.
+        curator: ``None`` (Luce with ``beta``), one curator shared by the models, or a sequence
+            of M curators of one structure (:func:`selfconsume.curators.stack`: their rates may
+            differ). A curator reads the one column of its model: its own ``column`` must be
+            ``None``.
+
+    Returns:
+        ``(M, S)`` the next models; a traced invalid input (``interaction``, ``ps``, rates)
+        makes every entry NaN.
+
+    Raises:
+        ValueError: for shapes, columns, curators, and concrete invalid values, naming the
+            argument.
+    """
+    k = _check_k(k)
+    eco = _prepare_ecosystem(ps, rewards, interaction=interaction, beta=beta, p_data=p_data,
+                             real_fraction=real_fraction, columns=columns, curator=curator)
+    with _inside():  # not jitted, as retrain_map: M = 1 runs its operations exactly
+        out = _ecosystem_step(eco.ps, eco.rows, eco.betas, eco.p_data, eco.fractions, eco.weights,
+                             eco.curator, k=k, num_nodes=num_nodes)
+    return _checks.poison(eco.ok, out)
+
+
+def _ecosystem_trajectory(*args, **kwargs):
+    """Jitted at call time (nothing is jitted at import); jit's cache reuses the program."""
+    return jax.jit(_ecosystem_trajectory_impl,
+                   static_argnames=("num_generations", "k", "num_nodes"))(*args, **kwargs)
+
+
+def _ecosystem_trajectory_impl(ps0, rows, betas, p_data, fractions, weights, curator, *,
+                               num_generations, k, num_nodes):
+    def step(ps, _):
+        nxt = _ecosystem_step(ps, rows, betas, p_data, fractions, weights, curator, k=k,
+                              num_nodes=num_nodes)
+        return nxt, nxt
+
+    _, out = lax.scan(step, ps0, None, length=num_generations)
+    return jnp.concatenate([ps0[None], out], axis=0)
+
+
+def ecosystem_trajectory(
+    ps0: ArrayLike,
+    rewards: ArrayLike,
+    *,
+    num_generations: int,
+    interaction: ArrayLike,
+    k,
+    beta: ArrayLike = 1.0,
+    p_data: ArrayLike | None = None,
+    real_fraction: ArrayLike = 0.0,
+    columns: tuple[int, ...] | None = None,
+    num_nodes: int | None = None,
+    curator=None,
+) -> Array:
+    """Iterates :func:`ecosystem_map` with ``lax.scan``; ``interaction``, ``beta``,
+    ``real_fraction`` and the curators' rates may be traced and vmapped.
+
+    Args:
+        ps0: ``(M, S)`` the initial models.
+        num_generations: static number of generations T >= 0.
+        rewards, interaction, k, beta, p_data, real_fraction, columns, num_nodes, curator: as in
+            :func:`ecosystem_map`.
+
+    Returns:
+        ``(T + 1, M, S)``; row 0 is ``ps0``, row t the models after t generations.
+    """
+    num_generations = _checks.static_int("num_generations", num_generations, minimum=0)
+    k = _check_k(k)
+    eco = _prepare_ecosystem(ps0, rewards, interaction=interaction, beta=beta, p_data=p_data,
+                             real_fraction=real_fraction, columns=columns, curator=curator,
+                             ps_name="ps0")
+    with _inside():
+        out = _ecosystem_trajectory(eco.ps, eco.rows, eco.betas, eco.p_data, eco.fractions,
+                                    eco.weights, eco.curator, num_generations=num_generations,
+                                    k=k, num_nodes=num_nodes)
+    return _checks.poison(eco.ok, out)
+
+
+def _ecosystem_fixed_point(*args, **kwargs):
+    """Jitted at call time (nothing is jitted at import); jit's cache reuses the program."""
+    return jax.jit(_ecosystem_fixed_point_impl,
+                   static_argnames=("k", "max_iterations", "num_nodes"))(*args, **kwargs)
+
+
+def _ecosystem_fixed_point_impl(rows, betas, p_data, fractions, weights, curator, tol, *, k,
+                                max_iterations, num_nodes):
+    def body(carry):
+        ps, _, i = carry
+        nxt = _ecosystem_step(ps, rows, betas, p_data, fractions, weights, curator, k=k,
+                              num_nodes=num_nodes)
+        return nxt, jnp.sum(jnp.abs(nxt - ps)), i + 1
+
+    def cond(carry):
+        _, change, i = carry
+        return (change >= tol) & (i < max_iterations)
+
+    ps0 = jnp.broadcast_to(p_data, rows.shape)
+    init = (ps0, jnp.asarray(jnp.inf, p_data.dtype), jnp.zeros((), jnp.int32))
+    ps, change, _ = lax.while_loop(cond, body, init)
+    return jnp.where(change < tol, ps, jnp.nan)
+
+
+def ecosystem_fixed_point(
+    p_data: ArrayLike,
+    rewards: ArrayLike,
+    *,
+    interaction: ArrayLike,
+    k,
+    real_fraction: ArrayLike,
+    beta: ArrayLike = 1.0,
+    columns: tuple[int, ...] | None = None,
+    tol: float | None = None,
+    max_iterations: int = 10_000,
+    num_nodes: int | None = None,
+    curator=None,
+) -> Array:
+    r"""The fixed point of :func:`ecosystem_map` reached from :math:`p_i = p_{\rm data}` for every
+    model.
+
+    The map is iterated until the L1 change summed over the models falls below ``tol`` (default
+    1e-12 in float64, 1e-6 in float32); if that does not happen within ``max_iterations`` the
+    result is all NaN (as :func:`fixed_point`), so that non-convergence never passes for an
+    answer. With every :math:`a_i > 0` the map is a contraction in practice
+    (:math:`p'_i \ge a_i p_{\rm data}`), but no rate is guaranteed.
+
+    Args:
+        p_data: ``(S,)`` the real-data law.
+        rewards, interaction, k, beta, columns, num_nodes, curator: as in :func:`ecosystem_map`
+            (M is the size of ``interaction``).
+        real_fraction: scalar or ``(M,)``, in ``(0, 1]`` for every model, possibly traced.
+        tol: L1 stopping tolerance (summed over the models).
+        max_iterations: static iteration cap.
+
+    Returns:
+        ``(M, S)`` the fixed point, or all NaN.
+    """
+    k = _check_k(k)
+    if p_data is None:
+        raise ValueError("`p_data` is required for the fixed point; got None.")
+    eco = _prepare_ecosystem(None, rewards, interaction=interaction, beta=beta, p_data=p_data,
+                             real_fraction=real_fraction, columns=columns, curator=curator,
+                             positive_fraction=True)
+    dtype = eco.rows.dtype
+    if tol is None:
+        tol = 1e-12 if dtype == jnp.float64 else 1e-6
+    max_iterations = _checks.static_int("max_iterations", max_iterations, minimum=1)
+    with _inside():
+        star = _ecosystem_fixed_point(eco.rows, eco.betas, eco.p_data, eco.fractions, eco.weights,
+                                      eco.curator, jnp.asarray(tol, dtype), k=k,
+                                      max_iterations=max_iterations, num_nodes=num_nodes)
+    return _checks.poison(eco.ok, star)
+
+
+def _ecosystem_diagnostics(*args, **kwargs):
+    """Jitted at call time (nothing is jitted at import); jit's cache reuses the program."""
+    return jax.jit(_ecosystem_diagnostics_impl,
+                   static_argnames=("num_generations", "k", "num_nodes", "fixed",
+                                    "max_iterations"))(*args, **kwargs)
+
+
+def _ecosystem_diagnostics_impl(ps0, rows, betas, p_data, runs, fractions, weights, curator, tol,
+                                *, num_generations, k, num_nodes, fixed, max_iterations):
+    """Everything :func:`check_ecosystem` needs, in one compiled program: the trajectories for
+    each row of ``runs`` (``(N, M)`` real fractions; a row of zeros is pure curation) with every
+    model's curation factor at every generation, and, with ``fixed``, the fixed point for
+    ``fractions`` and its image under the map."""
+    def factor_one(p, r, b, c):
+        if c is None:
+            return curation_factor(p, r, k=k, beta=b, num_nodes=num_nodes)
+        return curation_factor(p, r[:, None], k=k, num_nodes=num_nodes, curator=c)
+
+    def run(a):
+        def step(ps, _):
+            hs = _over_models(factor_one, ps, rows, betas, curator)
+            nxt = _ecosystem_step(ps, rows, betas, p_data, a, weights, curator, k=k,
+                                  num_nodes=num_nodes)
+            return nxt, (nxt, hs)
+
+        _, (traj, hs) = lax.scan(step, ps0, None, length=num_generations)
+        return jnp.concatenate([ps0[None], traj], axis=0), hs
+
+    trajectories, factors = jax.vmap(run)(runs)
+    out = {"trajectories": trajectories, "factors": factors}
+    if fixed:
+        star = _ecosystem_fixed_point_impl(rows, betas, p_data, fractions, weights, curator, tol,
+                                           k=k, max_iterations=max_iterations,
+                                           num_nodes=num_nodes)
+        out["star"] = star
+        out["image"] = _ecosystem_step(star, rows, betas, p_data, fractions, weights, curator,
+                                       k=k, num_nodes=num_nodes)
+    return out
+
+
+def _stationary(weights) -> np.ndarray:
+    r"""A left stationary vector :math:`\pi W = \pi`, :math:`\pi \ge 0`, :math:`\sum \pi = 1`
+    (float64): the least-norm solution of :math:`\pi (W - I) = 0`, :math:`\pi 1 = 1`. The
+    stationary vectors are the convex combinations of the stationary laws of the closed classes,
+    which have disjoint supports, so the least-norm one is non-negative (rounding clipped)."""
+    w = np.asarray(weights, np.float64)
+    w = w / w.sum(axis=1, keepdims=True)
+    m = w.shape[0]
+    lhs = np.vstack([(w - np.eye(m)).T, np.ones((1, m))])
+    rhs = np.zeros(m + 1)
+    rhs[-1] = 1.0
+    pi = np.clip(np.linalg.lstsq(lhs, rhs, rcond=None)[0], 0.0, None)
+    return pi / pi.sum()
+
+
+def _level_tails(ps: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``(..., L)`` :math:`P(r \\ge \\ell)` at every distinct level :math:`\\ell` of ``r``."""
+    order = np.argsort(-r, kind="stable")
+    rs = r[order]
+    ends = np.r_[np.flatnonzero(rs[1:] != rs[:-1]), rs.size - 1]
+    return np.cumsum(ps[..., order], axis=-1)[..., ends]
+
+
+_ECOSYSTEM_ORDER = ("normalization", "mixture_monotone", "kl_bound", "fixed_point")
+
+
+def check_ecosystem(
+    ps0: ArrayLike,
+    rewards: ArrayLike,
+    *,
+    interaction: ArrayLike,
+    k,
+    beta: ArrayLike = 1.0,
+    p_data: ArrayLike | None = None,
+    real_fraction: ArrayLike = 0.0,
+    columns: tuple[int, ...] | None = None,
+    num_generations: int = 50,
+    tol: float | None = None,
+    num_nodes: int | None = None,
+    curator=None,
+) -> dict[str, dict[str, float | bool]]:
+    r"""Checks the facts of ecosystem dynamics numerically on exact trajectories.
+
+    A host-level function (it returns Python values; every input must be concrete), in the format
+    of :func:`check_theorems`: ``slack`` is the margin by which a statement holds, minimised over
+    generations, models and levels (``rhs - lhs`` for ``lhs <= rhs``, ``-|deviation|`` for an
+    equality), and ``holds`` is ``slack >= -tol`` (``tol`` defaults to 1e-9 in float64 and 1e-4 in
+    float32). A NaN slack never holds.
+
+    * ``normalization``: :math:`\sum_x p^i_t H^i_t = 1` (every model's curated law sums to one)
+      and :math:`\sum_x p^i_t = 1`, for every model and generation, on the pure-curation
+      trajectory and, with real data, on the trajectory with it.
+    * ``mixture_monotone``: on the pure-curation trajectory (:math:`a_i = 0`, whatever
+      ``real_fraction`` is), with :math:`\pi` a left stationary vector of W
+      (:math:`\pi W = \pi`, :math:`\pi \ge 0`, :math:`\sum_i \pi_i = 1`), the mixture
+      :math:`m_t = \sum_i \pi_i p^i_t` satisfies :math:`P_{m_{t+1}}(r \ge \ell) \ge
+      P_{m_t}(r \ge \ell)` at every reward level :math:`\ell`. Proof: :math:`\sum_i \pi_i p^i_{t+1}
+      = \sum_j (\pi W)_j q_j = \sum_j \pi_j q_j`, and each monotone curator raises every upper
+      tail of :math:`p_j` in :math:`q_j`. Applies when every model reads the same reward column
+      and every curator is monotone in it (``curator.monotone() is not False``); a single model's
+      tails need not rise (it may train on a model with a worse law).
+    * ``kl_bound``: with ``p_data`` and :math:`a_i > 0`: :math:`\mathrm{KL}(p_{\rm data} \|
+      p^i_t) \le \log(1/a_i)` for :math:`t \ge 1` and every model with :math:`a_i > 0`
+      (:math:`p^i_t \ge a_i p_{\rm data}` pointwise).
+    * ``fixed_point``: with every :math:`a_i > 0`: :math:`\sum_i \|\mathrm{ecosystem\_map}(p^*)_i
+      - p^*_i\|_1 = 0` for :math:`p^*` = :func:`ecosystem_fixed_point` (NaN, failing, when it
+      does not converge).
+
+    Facts that do not apply are reported as ``{"holds": None, "slack": nan, "applicable": False,
+    "reason": str}``, never as failing.
+
+    Args:
+        ps0: ``(M, S)`` initial models.
+        rewards, interaction, k, beta, p_data, real_fraction, columns, num_nodes, curator: as in
+            :func:`ecosystem_map`; all concrete.
+        num_generations: static number of generations T >= 1.
+        tol: the tolerance of ``holds``.
+
+    Returns:
+        ``{name: {"holds": bool, "slack": float, "applicable": True}}`` for the facts above.
+
+    Raises:
+        ValueError: for invalid or traced arguments.
+    """
+    k = _check_k(k)
+    num_generations = _checks.static_int("num_generations", num_generations, minimum=1)
+    eco = _prepare_ecosystem(ps0, rewards, interaction=interaction, beta=beta, p_data=p_data,
+                             real_fraction=real_fraction, columns=columns, curator=curator,
+                             ps_name="ps0")
+    leaves = [("ps0", ps0), ("rewards", rewards), ("interaction", interaction), ("beta", beta),
+              ("p_data", p_data), ("real_fraction", real_fraction)]
+    leaves += [("curator", leaf) for leaf in jax.tree_util.tree_leaves(eco.curators)]
+    for name, value in leaves:
+        if value is not None and not _checks.is_concrete(value):
+            raise ValueError(
+                f"`{name}` must be concrete: check_ecosystem is a host-level function that "
+                "returns Python values; call it outside jit/vmap/scan; got a traced value.")
+    if tol is None:
+        tol = _default_tolerance(eco.ps.dtype)
+    fractions = np.asarray(eco.fractions, np.float64)
+    with_data = p_data is not None and bool(np.any(fractions > 0))
+    fixed = p_data is not None and bool(np.all(fractions > 0))
+    dtype = eco.ps.dtype
+    runs = jnp.stack([jnp.zeros_like(eco.fractions)] + ([eco.fractions] if with_data else []))
+    with _inside():
+        d = _ecosystem_diagnostics(
+            eco.ps, eco.rows, eco.betas, eco.p_data, runs, eco.fractions, eco.weights,
+            eco.curator, jnp.asarray(1e-12 if dtype == jnp.float64 else 1e-6, dtype),
+            num_generations=num_generations, k=k, num_nodes=num_nodes, fixed=fixed,
+            max_iterations=10_000)
+    trajectories = np.asarray(d["trajectories"], np.float64)  # (runs, T + 1, M, S)
+    factors = np.asarray(d["factors"], np.float64)  # (runs, T, M, S)
+    slacks, reasons = {}, {}
+    kept = np.sum(trajectories[:, :-1] * factors, axis=-1)
+    slacks["normalization"] = -max(float(np.max(np.abs(kept - 1.0))),
+                                   float(np.max(np.abs(trajectories.sum(axis=-1) - 1.0))))
+    monotone = eco.curators is None or all(c.monotone() is not False for c in eco.curators)
+    if len(set(eco.columns)) != 1:
+        reasons["mixture_monotone"] = "the models read different reward columns"
+    elif not monotone:
+        reasons["mixture_monotone"] = "a curator is not monotone in the reward"
+    else:
+        pi = _stationary(eco.weights)
+        mix = np.einsum("i,tis->ts", pi, trajectories[0])
+        tails = _level_tails(mix, np.asarray(eco.rows[0], np.float64))
+        slacks["mixture_monotone"] = float(np.min(tails[1:] - tails[:-1]))
+    if not with_data:
+        reasons["kl_bound"] = "needs p_data and real_fraction > 0 for some model"
+    else:
+        data = np.asarray(eco.p_data, np.float64)
+        on = data > 0
+        traj = trajectories[-1, 1:]  # (T, M, S), t >= 1
+        log_ratio = np.log(np.where(on, data, 1.0)) - np.log(np.where(on, traj, 1.0))
+        kl = np.sum(np.where(on, data * log_ratio, 0.0), axis=-1)  # (T, M)
+        pos = fractions > 0
+        slacks["kl_bound"] = float(np.min(np.log(1.0 / fractions[pos])[None, :] - kl[:, pos]))
+    if not fixed:
+        reasons["fixed_point"] = "needs p_data and real_fraction > 0 for every model"
+    else:  # NaN (failing) when the fixed point did not converge
+        slacks["fixed_point"] = -float(np.sum(np.abs(np.asarray(d["image"], np.float64)
+                                                      - np.asarray(d["star"], np.float64))))
+    out = {}
+    for name in _ECOSYSTEM_ORDER:
+        if name in slacks:
+            s = slacks[name]
+            out[name] = {"holds": bool(not math.isnan(s) and s >= -tol), "slack": s,
+                         "applicable": True}
+        else:
+            out[name] = {"holds": None, "slack": math.nan, "applicable": False,
+                         "reason": reasons[name]}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Drifting preferences
+# --------------------------------------------------------------------------------------------
+
+
+def _drift_impl(p0, features, w0, eta, beta, p_data, a, curator, *, num_generations, k,
+                num_nodes):
+    hi = lax.Precision.HIGHEST
+
+    def step(carry, _):
+        p, w = carry
+        r = jnp.matmul(features, w, precision=hi)
+        if curator is None:
+            q = curated(p, r, k=k, beta=beta, num_nodes=num_nodes)
+        else:
+            q = curated(p, r[:, None], k=k, num_nodes=num_nodes, curator=curator)
+        q = _mix(p_data, a, q)
+        w = (1.0 - eta) * w + eta * jnp.matmul(q, features, precision=hi)
+        return (q, w), (q, w)
+
+    _, (ps, ws) = lax.scan(step, (p0, w0), None, length=num_generations)
+    return jnp.concatenate([p0[None], ps], axis=0), jnp.concatenate([w0[None], ws], axis=0)
+
+
+def _drift(*args, **kwargs):
+    """Jitted at call time (nothing is jitted at import); jit's cache reuses the program."""
+    return jax.jit(_drift_impl, static_argnames=("num_generations", "k", "num_nodes"))(
+        *args, **kwargs)
+
+
+def drift_trajectory(
+    p0: ArrayLike,
+    features: ArrayLike,
+    weights0: ArrayLike,
+    *,
+    eta: ArrayLike,
+    num_generations: int,
+    k,
+    beta: ArrayLike = 1.0,
+    p_data: ArrayLike | None = None,
+    real_fraction: ArrayLike = 0.0,
+    num_nodes: int | None = None,
+    curator=None,
+) -> tuple[Array, Array]:
+    r"""Curated retraining under drifting preferences: the reward is linear in features and its
+    weights move toward the feature mean of the current model (co-evolving preferences, as Wei,
+    Xie, Zhu and Zhang).
+
+    .. math::
+        r_t = \Phi w_t,\quad p_{t+1} = a\, p_{\rm data} + (1-a)\, p_t H_{p_t}[r_t],\quad
+        w_{t+1} = (1 - \eta)\, w_t + \eta\, \Phi^\top p_{t+1}.
+
+    ``eta = 0`` is :func:`trajectory` with the fixed reward :math:`\Phi w_0`; ``eta = 1`` makes
+    the preference the feature mean of the last model.
+
+    Args:
+        p0: ``(S,)`` initial model.
+        features: ``(S, F)`` the features :math:`\Phi` of the states, finite.
+        weights0: ``(F,)`` the initial reward weights :math:`w_0`, finite.
+        eta: scalar drift rate in ``[0, 1]``, possibly traced.
+        num_generations: static number of generations T >= 0.
+        k, beta, p_data, real_fraction, num_nodes: as in :func:`retrain_map` (``beta`` and
+            ``real_fraction`` scalars, possibly traced).
+        curator: as in :func:`curation_factor`, reading the one drifting reward (its own
+            ``column`` must be ``None``); ``beta`` then stays at its default.
+
+    Returns:
+        ``(ps, ws)``: ``(T + 1, S)`` the models and ``(T + 1, F)`` the weights; row t of ``ws``
+        is the weights of the reward that curates ``ps[t]``.
+    """
+    num_generations = _checks.static_int("num_generations", num_generations, minimum=0)
+    k = _check_k(k)
+    _checks.probability_vector("p0", p0)
+    num_states = jnp.shape(p0)[0]
+    if jnp.ndim(features) != 2 or jnp.shape(features)[0] != num_states:
+        raise ValueError(f"`features` must be (S, F) with S = {num_states} rows, one per state of "
+                         f"`p0`; got shape {jnp.shape(features)}.")
+    num_features = jnp.shape(features)[1]
+    if jnp.shape(weights0) != (num_features,):
+        raise ValueError(f"`weights0` must have shape (F,) = ({num_features},), one weight per "
+                         f"feature; got shape {jnp.shape(weights0)}.")
+    _checks.finite("features", features)
+    _checks.finite("weights0", weights0)
+    _checks.scalar("eta", eta, minimum=0.0, maximum=1.0)
+    dtype = _ecosystem_floating(p0, features, weights0)
+    p0 = jnp.asarray(p0, dtype)
+    features, w0 = jnp.asarray(features, dtype), jnp.asarray(weights0, dtype)
+    if curator is not None:
+        _one_column_curator("curator", curator, beta)
+    beta = _check_beta(beta, dtype)
+    p_data = _prepare_real(p_data, real_fraction, p0)
+    eta_arr, a = jnp.asarray(eta, dtype), jnp.asarray(real_fraction, dtype)
+    ok = (_traced_ok(probs=(p0, p_data), beta=beta, real_fraction=real_fraction)
+          & _curator_ok(curator))
+    if not _INSIDE.get():
+        for x in (features, w0):
+            if not _checks.is_concrete(x):
+                ok = ok & jnp.all(jnp.isfinite(x))
+        if not _checks.is_concrete(eta):
+            ok = ok & _checks.scalar_ok(eta, minimum=0.0, maximum=1.0)
+    with _inside():
+        ps, ws = _drift(p0, features, w0, eta_arr, beta, p_data, a, curator,
+                        num_generations=num_generations, k=k, num_nodes=num_nodes)
+    return _checks.poison(ok, ps), _checks.poison(ok, ws)
