@@ -29,13 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from selfconsume import data as data_lib
+from selfconsume import ecosystem as ecosystem_lib
 from selfconsume import metrics as metrics_lib
 from selfconsume import models as models_lib
 from selfconsume import retrain
 from selfconsume import rewards as rewards_lib
 from selfconsume.execution import Generations
-from selfconsume.study.config import (ConfigError, curator_from, feedback_from,
-                                       reward_model_from)
+from selfconsume.study.config import (ConfigError, curator_from, ecosystem_from, feedback_from,
+                                       preference_from, reward_model_from)
 
 __all__ = ["Study", "build", "reward_function", "CLASSIFIER_REWARDS", "exact_grid"]
 
@@ -198,9 +199,17 @@ def build(cfg: dict) -> Study:
     is_moons = cfg["data"]["name"] == "two_moons"
 
     def hyper(point) -> retrain.Hyperparams:
+        beta = point.get("beta", lp["beta"])
+        real_fraction = point.get("real_fraction", lp["real_fraction"])
+        eco = ecosystem_from(cfg, point, check=False)
+        if eco is not None:  # per-model values where the ecosystem gives them
+            if eco["betas"] is not None:
+                beta = jnp.stack([jnp.asarray(b, jnp.float32) for b in eco["betas"]])
+            if eco["real_fractions"] is not None:
+                real_fraction = jnp.stack([jnp.asarray(a, jnp.float32)
+                                           for a in eco["real_fractions"]])
         return retrain.Hyperparams(
-            beta=point.get("beta", lp["beta"]),
-            real_fraction=point.get("real_fraction", lp["real_fraction"]),
+            beta=beta, real_fraction=real_fraction,
             num_candidates=point.get("num_candidates", lp["num_candidates"]),
             reward_scale=point.get("reward_scale", base_scale))
 
@@ -227,29 +236,47 @@ def build(cfg: dict) -> Study:
 
     options = dict(model=model, reward_fn=reward_fn, config=config, metrics_fn=study_metrics)
 
-    def init(key, **point):
-        if "learning_rate" in point:
-            params0 = model.init(key, real, learning_rate=point["learning_rate"])
-        else:
-            params0 = model.init(key, real)
-        return retrain.init_state(params0, model=model, config=config, real_data=real,
-                                  reward_model=reward_model_from(cfg, point),
-                                  key=jax.random.fold_in(key, 1))
+    eco = ecosystem_from(cfg)
 
-    def rules(point):  # what curates: the curator, and the learned reward it may read
+    def params_init(key, point):
+        if "learning_rate" in point:
+            return model.init(key, real, learning_rate=point["learning_rate"])
+        return model.init(key, real)
+
+    def init(key, **point):
+        if eco is not None:  # model 0 starts as the single-model study would
+            keys = ecosystem_lib.model_keys(key, eco["num_models"])
+            params0 = jax.tree.map(lambda *xs: jnp.stack(xs), *[
+                params_init(keys[i], point) for i in range(eco["num_models"])])
+            return ecosystem_lib.init_state(params0, model=model, config=config, real_data=real,
+                                            preference=preference_from(cfg, point))
+        return retrain.init_state(params_init(key, point), model=model, config=config,
+                                  real_data=real, reward_model=reward_model_from(cfg, point),
+                                  key=jax.random.fold_in(key, 1),
+                                  preference=preference_from(cfg, point))
+
+    def rules(point):  # what curates: the curator, and the learned reward or preference it reads
+        if eco is not None:
+            this = ecosystem_from(cfg, point, check=False)
+            w = jnp.stack([jnp.stack([jnp.asarray(v, jnp.float32) for v in row])
+                           for row in this["interaction"]])
+            return dict(curator=this["curators"] or curator_from(cfg["curator"], point),
+                        interaction=w, columns=this["columns"],
+                        preference=preference_from(cfg, point))
         return dict(curator=curator_from(cfg["curator"], point),
                     reward_model=reward_model_from(cfg, point),
-                    feedback=feedback_from(cfg, point))
+                    feedback=feedback_from(cfg, point), preference=preference_from(cfg, point))
 
-    columns = len(cfg["reward"]["columns"])
+    columns = 0 if eco is not None and eco["columns"] else len(cfg["reward"]["columns"])
+    loop = ecosystem_lib if eco is not None else retrain
 
     def chunk(keys, state, **point):
-        state, history = retrain.run_chunk(keys, state, hyper(point), real, **rules(point),
-                                           **options)
+        state, history = loop.run_chunk(keys, state, hyper(point), real, **rules(point),
+                                        **options)
         return state, _split_columns(history, columns)
 
     def final(key, state, **point):
-        return _split_columns(retrain.final_record(
+        return _split_columns(loop.final_record(
             key, state, hyper(point), real, **rules(point), **options), columns)
 
     program = Generations(init=init, chunk=chunk, final=final,

@@ -1,8 +1,8 @@
 """Study configuration: the TOML schema, its validation and its round trip.
 
 A study is a TOML document with sections ``[data]``, ``[model]``, ``[reward]``, ``[curator]``,
-``[reward_model]``, ``[feedback]``, ``[loop]``, ``[sweep]``, ``[metrics]``, ``[plots]``,
-``[classifier]`` (image rewards), an optional
+``[reward_model]``, ``[feedback]``, ``[preference]``, ``[ecosystem]``, ``[loop]``, ``[sweep]``,
+``[metrics]``, ``[plots]``, ``[classifier]`` (image rewards), an optional
 ``[quick_overrides]`` table of dotted keys applied when ``quick = true`` (``--quick``), and
 ``[[claims]]``. :func:`load_config` reads it, applies ``section.key=value`` overrides and
 :func:`validate` checks every key, filling in defaults; every problem is a :class:`ConfigError`
@@ -29,6 +29,21 @@ the curator read a learned reward, refitted from comparisons judged on ``[reward
 ``flip``, ``refit_every``, ``num_heldout``: :func:`selfconsume.reward_models.feedback`). Grid
 axes ``reward_model.<option>`` (numeric options: ``l2``, ``learning_rate``), ``feedback.eps``
 and ``feedback.judge.<option>`` sweep them.
+
+``[preference]`` (``name``: ``"linear"``, ``options``: ``features``, ``weights0``, ``eta``) makes
+the curator read a drifting preference (:mod:`selfconsume.preferences`); ``[reward]`` stays the
+reference reward of the reward metrics. Grid axis ``preference.eta``.
+
+``[ecosystem]`` with ``num_models = M >= 1`` runs M models retrained on each other's curated
+samples (:mod:`selfconsume.ecosystem`): ``interaction`` (an M x M list of rows summing to one)
+or, empty, ``coupling`` c (:math:`W = (1 - c) I + c / M`); per-model ``real_fractions``,
+``betas`` (the default Luce rule), ``curators`` (tables of one structure) and ``columns``
+(reward columns), each empty for the loop's value for every model. Grid axes
+``ecosystem.coupling``, ``ecosystem.interaction.<i>.<j>`` (the row's diagonal entry takes up the
+difference, so the row still sums to one), ``ecosystem.real_fractions.<i>`` and
+``ecosystem.betas.<i>``. The results gain a ``model`` axis after the grid axes (a ``model``
+column in ``metrics.csv``, one line per model in the figures; claims select one with
+``where = { model = i }``).
 """
 
 from __future__ import annotations
@@ -44,12 +59,14 @@ from typing import Any
 from selfconsume import curators as curators_lib
 from selfconsume import data as data_lib
 from selfconsume import models as models_lib
+from selfconsume import preferences as preferences_lib
 from selfconsume import retrain
 from selfconsume import reward_models as reward_models_lib
 from selfconsume import rewards as rewards_lib
 
 __all__ = ["ConfigError", "ClaimFailed", "NumericalError", "load_config", "validate", "to_toml",
-           "curator_from", "reward_model_from", "feedback_from",
+           "curator_from", "reward_model_from", "feedback_from", "preference_from",
+           "ecosystem_from",
            "find_study", "shipped_studies", "DEMO", "SCHEMA", "GRID_AXES", "CLAIM_TESTS",
            "STUDIES_DIR"]
 
@@ -87,6 +104,10 @@ SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
     "feedback": {"num_comparisons": ("int", 1024), "k": ("int", 2), "judge": ("table", {}),
                  "eps": ("float", 0.0), "flip": ("str", "random"), "refit_every": ("int", 1),
                  "num_heldout": ("int", 256)},
+    "preference": {"name": ("str", ""), "options": ("table", {})},
+    "ecosystem": {"num_models": ("int", 0), "interaction": ("list", []),
+                  "coupling": ("float", 0.0), "real_fractions": ("list", []),
+                  "betas": ("list", []), "curators": ("list", []), "columns": ("list", [])},
     "loop": {"num_generations": ("int", 20), "num_samples": ("int", 1024), "k": ("int", 4),
              "regime": ("str", "replace"), "beta": ("float_or_inf", 1.0),
              "real_fraction": ("float", 0.0), "num_candidates": ("int", 0),
@@ -248,13 +269,16 @@ def validate(cfg: dict) -> dict:
     _validate_reward_columns(r)
     curated_by = _validate_curator(out, len(r["columns"]) + 1)
     _validate_reward_model(out)
+    _validate_preference(out)
+    _validate_ecosystem(out)
     for axis, values in sw["grid"].items():
         if axis.split(".")[0] in _OPTION_AXES and "." in axis:
             _validate_option_axis(out, axis, values)
             continue
         _need(f"sweep.grid.{axis}", axis in GRID_AXES, f"one of {list(GRID_AXES)}, "
               "curator.<option> (with a [curator]), reward_model.<option>, feedback.eps or "
-              "feedback.judge.<option> (with a [reward_model])", axis)
+              "feedback.judge.<option> (with a [reward_model]), preference.eta (with a "
+              "[preference]) or ecosystem.<option> (with an [ecosystem])", axis)
         _need(f"sweep.grid.{axis}", not curated_by or axis not in ("beta", "num_candidates"),
               f"a curator option with [curator] name = {curated_by!r} (sweep curator.<option>; "
               "loop.beta and num_candidates belong to the default Luce rule)", axis)
@@ -314,9 +338,14 @@ def validate(cfg: dict) -> dict:
                   '= "matches")', c["value"])
         _need(f"{where}.over", c["over"] in ("every_seed", "mean"), '"every_seed" or "mean"',
               c["over"])
-        for axis in c["where"]:
-            _need(f"{where}.where", axis in sw["grid"], f"keys among the grid axes "
-                  f"{list(sw['grid'])}", axis)
+        eco = out["ecosystem"]["num_models"]
+        for axis, value in c["where"].items():
+            _need(f"{where}.where", axis in sw["grid"] or (eco and axis == "model"),
+                  f"keys among the grid axes {list(sw['grid'])}"
+                  + (" and model" if eco else ""), axis)
+            if axis == "model":
+                _need(f"{where}.where.model", isinstance(value, int) and 0 <= value < eco,
+                      f"a model index in [0, {eco - 1}]", value)
         out["claims"].append(c)
     return out
 
@@ -382,6 +411,9 @@ def _set_option(options, path: list[str], value) -> None:
         node[int(last)] = value
         if path[-2:-1] == ["weights"] and len(node) == 2 and last == "0":
             node[1] = 1 - value  # a two-component mixture swept by its first weight
+        if len(path) == 3 and path[0] == "interaction" and path[1] != last:
+            i = int(path[1])  # an entry of W: the diagonal takes up the rest of the row
+            node[i] = 1 - sum(v for j, v in enumerate(node) if j != i)
     else:
         node[last] = value
 
@@ -443,6 +475,126 @@ def feedback_from(cfg: dict, point: dict | None = None):
                           f"{str(err).splitlines()[0]}") from None
 
 
+def _validate_preference(out: dict) -> None:
+    """Checks ``[preference]`` by building it."""
+    pref = out["preference"]
+    if not pref["name"]:
+        _need("preference.options", not pref["options"], "empty without a preference.name",
+              pref["options"])
+        return
+    _need("preference.name", pref["name"] in preferences_lib.PREFERENCES,
+          f"one of {sorted(preferences_lib.PREFERENCES)}", pref["name"])
+    _need("reward_model.name", not out["reward_model"]["name"], "empty with a [preference] (the "
+          "curator reads one reward)", out["reward_model"]["name"])
+    _need("metrics.exact", not out["metrics"]["exact"], "false with a [preference] (the exact "
+          "dynamics of a drifting preference are sc.theory.drift_trajectory)",
+          out["metrics"]["exact"])
+    preference_from(out)
+
+
+def preference_from(cfg: dict, point: dict | None = None):
+    """The drifting preference of ``[preference]`` with ``preference.eta`` of ``point``
+    substituted; ``None`` without a name. Raises :class:`ConfigError`."""
+    section = cfg["preference"]
+    if not section["name"]:
+        return None
+    options = _substituted(section["options"], point, "preference.")
+    if "weights0" not in options:
+        raise ConfigError("`preference.options.weights0` is required: the initial weights w_0 "
+                          "of the preference (one per feature)")
+    try:
+        return preferences_lib.get(section["name"], **options)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"`preference.options` do not fit preference {section['name']!r}: "
+                          f"{str(err).splitlines()[0]}") from None
+
+
+def _per_model_list(eco: dict, key: str, m: int, kind: str, low=None, high=None) -> None:
+    values = eco[key]
+    _need(f"ecosystem.{key}", not values or len(values) == m, f"empty or one entry per model "
+          f"({m})", values)
+    for v in values:
+        if kind == "int":
+            good = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        elif kind == "table":
+            good = isinstance(v, dict) and isinstance(v.get("name"), str)
+        else:
+            good = isinstance(v, (int, float)) and not isinstance(v, bool) and (
+                low is None or v >= low) and (high is None or v <= high)
+        allowed = {"int": "integers >= 0", "table": "curator tables { name = ..., ... }"}.get(
+            kind, f"numbers in [{low}, {high}]")
+        _need(f"ecosystem.{key}", good, allowed, values)
+
+
+def _validate_ecosystem(out: dict) -> None:
+    """Checks ``[ecosystem]`` by building it."""
+    eco, lp = out["ecosystem"], out["loop"]
+    m = eco["num_models"]
+    defaults = {key: default for key, (_, default) in SCHEMA["ecosystem"].items()}
+    if m == 0:
+        changed = sorted(key for key in eco if eco[key] != defaults[key])
+        _need(f"ecosystem.{changed[0]}" if changed else "ecosystem", not changed,
+              "left at its default without ecosystem.num_models >= 1",
+              eco[changed[0]] if changed else None)
+        return
+    _need("ecosystem.num_models", m >= 1, "an integer >= 1 (0: no ecosystem)", m)
+    _need("loop.regime", lp["regime"] == "replace", '"replace" with an [ecosystem]',
+          lp["regime"])
+    _need("reward_model.name", not out["reward_model"]["name"], "empty with an [ecosystem] "
+          "(its curators read the [reward] columns)", out["reward_model"]["name"])
+    _need("metrics.exact", not out["metrics"]["exact"], "false with an [ecosystem] (its exact "
+          "dynamics are sc.theory.ecosystem_trajectory)", out["metrics"]["exact"])
+    _need("ecosystem.coupling", 0 <= eco["coupling"] <= 1, "in [0, 1]", eco["coupling"])
+    _per_model_list(eco, "real_fractions", m, "float", 0, 1)
+    _per_model_list(eco, "betas", m, "float", 0, math.inf)
+    _per_model_list(eco, "columns", m, "int")
+    _per_model_list(eco, "curators", m, "table")
+    _need("ecosystem.curators", not eco["curators"] or not out["curator"]["name"],
+          "empty with a [curator] (that curator is every model's)", eco["curators"])
+    _need("ecosystem.betas", not eco["betas"] or not (out["curator"]["name"] or eco["curators"]),
+          "empty with curators (betas set the default Luce rule)", eco["betas"])
+    columns = len(out["reward"]["columns"]) + 1
+    _need("ecosystem.columns", all(c < columns for c in eco["columns"]),
+          f"reward column indices in [0, {columns - 1}] ([reward] then reward.columns)",
+          eco["columns"])
+    _need("ecosystem.columns", bool(eco["columns"]) or columns == 1, "one column per model "
+          "with reward.columns", eco["columns"])
+    ecosystem_from(out)
+
+
+def ecosystem_from(cfg: dict, point: dict | None = None, *, check: bool = True) -> dict | None:
+    """The ecosystem of ``[ecosystem]`` with the grid values of ``point`` (``ecosystem.<...>``)
+    substituted: ``{"num_models", "interaction" (M x M nested lists), "real_fractions",
+    "betas", "curators", "columns"}`` (lists of M, ``None`` where the loop's value applies);
+    ``None`` without one. Raises :class:`ConfigError` (``check=False``: traced grid values, not
+    checked here; the loop poisons invalid ones)."""
+    eco = cfg["ecosystem"]
+    m = eco["num_models"]
+    if not m:
+        return None
+    eco = _substituted(eco, point, "ecosystem.")
+    w = eco["interaction"]
+    if not w:
+        c = eco["coupling"]
+        w = [[(1 - c) * (i == j) + c / m for j in range(m)] for i in range(m)]
+    _need("ecosystem.interaction", not check or isinstance(w, list) and len(w) == m and all(
+        isinstance(row, list) and len(row) == m and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in row)
+        and abs(sum(row) - 1) <= 1e-9 for row in w),
+        f"an {m} x {m} list of rows of non-negative numbers, each summing to one", w)
+    curators = None
+    if eco["curators"]:
+        curators = [curator_from({"name": c["name"], "options": {
+            k: v for k, v in c.items() if k != "name"}}) for c in eco["curators"]]
+        try:
+            curators_lib.stack(curators, num=m)
+        except ValueError as err:
+            raise ConfigError(f"`ecosystem.curators`: {err}") from None
+    return {"num_models": m, "interaction": w, "real_fractions": eco["real_fractions"] or None,
+            "betas": eco["betas"] or None, "curators": curators,
+            "columns": tuple(eco["columns"]) or None}
+
+
 def _substituted(options: dict, point: dict | None, prefix: str) -> dict:
     options = copy.deepcopy(options)
     for axis, value in (point or {}).items():
@@ -459,13 +611,18 @@ _OPTION_AXES = {
                      "reward_model.l2, reward_model.learning_rate"),
     "feedback": (lambda out: out["feedback"], "reward_model",
                  "feedback.eps, feedback.judge.beta"),
+    "preference": (lambda out: out["preference"]["options"], "preference", "preference.eta"),
+    "ecosystem": (lambda out: out["ecosystem"], "ecosystem",
+                  "ecosystem.coupling, ecosystem.interaction.0.1, ecosystem.real_fractions.0, "
+                  "ecosystem.betas.0"),
 }
 
 
 def _validate_option_axis(out: dict, axis: str, values) -> None:
     where = f"sweep.grid.{axis}"
     root, needs, examples = _OPTION_AXES[axis.split(".")[0]]
-    _need(where, bool(out[needs]["name"]), f"an axis of a study with a [{needs}]", axis)
+    present = out["ecosystem"]["num_models"] > 0 if needs == "ecosystem" else out[needs]["name"]
+    _need(where, bool(present), f"an axis of a study with a[n] [{needs}]", axis)
     node = root(out)
     path = axis.split(".")[1:]
     try:
@@ -476,6 +633,12 @@ def _validate_option_axis(out: dict, axis: str, values) -> None:
         ok = False
     if axis.startswith("feedback."):
         ok = ok and (path == ["eps"] or path[0] == "judge")
+    if axis.startswith("preference."):
+        ok = ok and path == ["eta"]
+    if axis.startswith("ecosystem."):
+        eco = out["ecosystem"]
+        ok = path == ["coupling"] and not eco["interaction"] or (
+            ok and path[0] in ("interaction", "real_fractions", "betas"))
     _need(where, ok, f"a numeric option given in the study (e.g. {examples})", axis)
     _need(where, isinstance(values, list) and len(values) > 0 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
@@ -484,6 +647,10 @@ def _validate_option_axis(out: dict, axis: str, values) -> None:
         point = {axis: v}
         if axis.startswith("curator."):
             curator_from(out["curator"], point)
+        elif axis.startswith("preference."):
+            preference_from(out, point)
+        elif axis.startswith("ecosystem."):
+            ecosystem_from(out, point)
         else:
             reward_model_from(out, point)
             feedback_from(out, point)

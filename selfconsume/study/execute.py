@@ -93,8 +93,12 @@ def execute(study: Study, run_dir: str | None, *, quiet: bool = True,
         values["exact_reward"] = np.ascontiguousarray(exact[..., :num_gens])
     metadata = dict(result.metadata, study=cfg["name"], checkpoint_every=chunk_generations(cfg),
                     **study.notes)
-    result = SweepResult(values=values, axes=result.axes, coords=result.coords,
-                         metadata=metadata)
+    axes, coords = result.axes, result.coords
+    models = cfg["ecosystem"]["num_models"]
+    if models:  # an ecosystem's records are (..., T + 1, M, ...): the model becomes an axis
+        values = {k: np.moveaxis(v, len(axes) + 1, len(axes)) for k, v in values.items()}
+        axes, coords = axes + ("model",), dict(coords, model=np.arange(models))
+    result = SweepResult(values=values, axes=axes, coords=coords, metadata=metadata)
     if not metadata["complete"]:
         _stop(result, run_dir)
     return result
@@ -118,7 +122,8 @@ def _stop(result: SweepResult, run_dir: str | None):
 
 def _describe(result: SweepResult, index: int) -> str:
     """"seed s, real_fraction=0.1, ..." for a flat configuration index."""
-    position = np.unravel_index(index, result.shape)
+    axes = [a for a in result.axes if a != "model"]  # the executor's configurations
+    position = np.unravel_index(index, result.shape[:len(axes)])
     parts = [f"seed {position[0]}"]
     parts += [f"{a}={result.coords[a][i].item():g}" for a, i in zip(result.axes[1:],
                                                                      position[1:])]
