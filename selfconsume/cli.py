@@ -102,7 +102,7 @@ def _report(summary: dict, run_dir: str, metrics: list[str]) -> int:
 def _list() -> None:
     import inspect
 
-    from selfconsume import curators, data, models, reward_models, rewards
+    from selfconsume import curators, data, models, preferences, reward_models, rewards
     from selfconsume.study import config
 
     def options(factory):
@@ -133,14 +133,23 @@ def _list() -> None:
           f"{options(reward_models.feedback)}):")
     for name in sorted(reward_models.REWARD_MODELS):
         print(f"  {name}({options(reward_models.REWARD_MODELS[name])})")
+    print("preferences (preference.options; features: states, a table, coordinates, "
+          "{ name = \"radial\", ... }):")
+    for name in sorted(preferences.PREFERENCES):
+        print(f"  {name}({options(preferences.PREFERENCES[name])})")
+    print("ecosystem ([ecosystem]): " + ", ".join(config.SCHEMA["ecosystem"]) + " (a model axis "
+          "in the results)")
     print("loop metrics: reward_mean, reward_std, reward_q05..q95, reward_nan_fraction, "
           "kept_reward_mean, is_finite, fit_is_finite; categorical: expected_reward, entropy, "
           "kl_data, tv_data; metrics.exact: exact_reward; [reward_model]: true_reward_mean, "
-          "proxy_reward_mean, reward_gap, reward_model_accuracy")
+          "proxy_reward_mean, reward_gap, reward_model_accuracy; [preference]: "
+          "preference_reward_mean, reward_params")
     print("grid axes (sweep.grid): " + ", ".join(config.GRID_AXES) + ", curator.<option> (with "
           "a [curator]: curator.beta, curator.base.beta, curator.weights.0, ...), "
           "reward_model.<option>, feedback.eps, feedback.judge.<option> (with a "
-          "[reward_model])")
+          "[reward_model]), preference.eta (with a [preference]), ecosystem.coupling, "
+          "ecosystem.interaction.<i>.<j>, ecosystem.real_fractions.<i>, ecosystem.betas.<i> "
+          "(with an [ecosystem])")
     print("studies: " + ", ".join(config.shipped_studies()))
 
 
