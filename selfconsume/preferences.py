@@ -142,10 +142,13 @@ def linear(features, weights0: ArrayLike, *, eta: ArrayLike = 0.1) -> Linear:
         ValueError: naming the option, for a bad feature map, non-finite or non-vector weights,
             or :math:`\eta` outside :math:`[0, 1]`.
     """
-    if isinstance(weights0, (int, float)) or jnp.ndim(weights0) != 1 or jnp.shape(weights0)[0] < 1:
+    if isinstance(weights0, (list, tuple)):
+        weights0 = np.asarray(weights0, float)
+    if jnp.ndim(weights0) != 1 or jnp.shape(weights0)[0] < 1:
         raise ValueError(f"`weights0` must be a vector (F,) with F >= 1; got shape "
                          f"{jnp.shape(weights0)}.")
-    weights0 = jnp.asarray(weights0)
+    weights0 = jnp.asarray(weights0, jnp.result_type(float)) if isinstance(
+        weights0, np.ndarray) else jnp.asarray(weights0)
     if not jnp.issubdtype(weights0.dtype, jnp.floating):
         weights0 = weights0.astype(jnp.result_type(float))
     _checks.finite("weights0", weights0)
