@@ -290,7 +290,7 @@ class Radial:
 
 @dataclasses.dataclass(frozen=True)
 class Table:
-    """Features of integer states read from a table: :math:`\phi(x)` is row :math:`x` (NaN
+    r"""Features of integer states read from a table: :math:`\phi(x)` is row :math:`x` (NaN
     outside ``[0, S)``; hashable: the rows are stored as nested tuples)."""
 
     rows: tuple

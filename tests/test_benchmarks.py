@@ -129,3 +129,14 @@ def test_bench_reward_models_smoke(tmp_path):
     for row in out["blas"]:
         assert row["default_ms"] > 0 and row["one_thread_ms"] > 0
     assert _finite(out["loop"]) and _finite(out["population"]) and _finite(out["trajectory"])
+
+
+@pytest.mark.slow
+def test_bench_ecosystem_smoke(tmp_path):
+    out = _run("bench_ecosystem", tmp_path, "--smoke")
+    _check_environment(out)
+    assert {r["problem"] for r in out["loop"]} == {"gmm", "categorical(256)"}
+    for row in out["loop"] + out["theory"]:
+        for field in ("s_per_generation", "single_s_per_generation", "per_model_ratio"):
+            assert math.isfinite(row[field]) and row[field] > 0, field
+    assert sorted({r["models"] for r in out["theory"]}) == out["sizes"]["models"]
