@@ -81,6 +81,28 @@ def scalar_ok(value, *, minimum: float | None = None, maximum: float | None = No
     return ok
 
 
+def rate(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
+         finite_only: bool = False):
+    """A rate or temperature option as an array leaf: concrete values are checked
+    (:func:`scalar`, and :func:`finite` with ``finite_only``); Python numbers become arrays of
+    the default float dtype; traced values are kept (see :func:`rate_ok`)."""
+    scalar(name, value, minimum=minimum, maximum=maximum)
+    if finite_only:
+        finite(name, value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return jnp.asarray(value, jnp.result_type(float))
+    return jnp.asarray(value)
+
+
+def rate_ok(value, *, minimum: float | None = None, maximum: float | None = None,
+            finite_only: bool = False):
+    """The traced validity of a :func:`rate` leaf (``True`` when concrete: checked already)."""
+    if is_concrete(value):
+        return True
+    ok = scalar_ok(value, minimum=minimum, maximum=maximum)
+    return ok & jnp.isfinite(value) if finite_only else ok
+
+
 def probability_vector_ok(p, *, atol: float | None = None):
     """The traced predicate of :func:`probability_vector`: finite, non-negative, sums to one."""
     p = jnp.asarray(p)

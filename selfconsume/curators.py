@@ -178,14 +178,6 @@ def check(curator, *, beta=None) -> None:
                          f"its own rates); got beta={shown} with {curator.name!r}.")
 
 
-def _float_leaf(name: str, value, *, minimum=None, maximum=None):
-    """A rate or temperature as an array leaf of the default float dtype (traced values kept)."""
-    _checks.scalar(name, value, minimum=minimum, maximum=maximum)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return jnp.asarray(value, jnp.result_type(float))
-    return jnp.asarray(value)
-
-
 def _column_option(column):
     if column is None:
         return None
@@ -193,10 +185,6 @@ def _column_option(column):
         raise ValueError(f"`column` must be None or an integer >= 0 (a static Python value); got "
                          f"{column!r}.")
     return int(column)
-
-
-def _ok_scalar(value, **bounds):
-    return True if _checks.is_concrete(value) else _checks.scalar_ok(value, **bounds)
 
 
 class Curator(Options):
@@ -251,7 +239,7 @@ class Luce(_OneColumn):
     name: ClassVar[str] = "luce"
 
     def ok(self):
-        return _ok_scalar(self.beta, minimum=0.0)
+        return _checks.rate_ok(self.beta, minimum=0.0)
 
     def choose(self, key, rewards, num_candidates=None):
         logits = group_logits(read_column(rewards, self.column), self.beta, num_candidates)
@@ -277,7 +265,7 @@ class TopM(_OneColumn):
         return self.m
 
     def ok(self):
-        return _ok_scalar(self.beta, minimum=0.0)
+        return _checks.rate_ok(self.beta, minimum=0.0)
 
     def choose(self, key, rewards):
         r = read_column(rewards, self.column)
@@ -322,7 +310,7 @@ class Thurstone(_OneColumn):
     name: ClassVar[str] = "thurstone"
 
     def ok(self):
-        return _ok_scalar(self.sigma, minimum=0.0)
+        return _checks.rate_ok(self.sigma, minimum=0.0)
 
     def choose(self, key, rewards):
         r = read_column(rewards, self.column)
@@ -440,7 +428,7 @@ class Adversarial(Curator):
         return self.base.kept(k)
 
     def ok(self):
-        return _ok_scalar(self.eps, minimum=0.0, maximum=1.0) & self.base.ok()
+        return _checks.rate_ok(self.eps, minimum=0.0, maximum=1.0) & self.base.ok()
 
     def monotone(self):
         if _checks.is_concrete(self.eps) and float(self.eps) == 0.0:
@@ -694,27 +682,27 @@ def luce(beta: ArrayLike = 1.0, *, column: int | None = None) -> Luce:
         beta: inverse temperature ``>= 0`` (inf allowed), an array leaf.
         column: the reward column read (static), ``None`` for the only one.
     """
-    return Luce(beta=_float_leaf("beta", beta, minimum=0.0), column=_column_option(column))
+    return Luce(beta=_checks.rate("beta", beta, minimum=0.0), column=_column_option(column))
 
 
 def top_m(m: int, beta: ArrayLike = 1.0, *, column: int | None = None) -> TopM:
     """Rank the k candidates by a Plackett–Luce draw with inverse temperature ``beta`` and keep
     the top ``m`` (static, ``1 <= m <= k``); ``beta = jnp.inf`` keeps the m best, ties uniform."""
     m = _checks.static_int("m", m, minimum=1)
-    return TopM(beta=_float_leaf("beta", beta, minimum=0.0), m=m, column=_column_option(column))
+    return TopM(beta=_checks.rate("beta", beta, minimum=0.0), m=m, column=_column_option(column))
 
 
 def thurstone(sigma: ArrayLike = 1.0, *, column: int | None = None) -> Thurstone:
     """Keep the argmax of ``r + sigma Z`` with ``Z`` iid standard normal (``sigma >= 0``, inf
     allowed: uniform choice; 0: best-of-k with ties uniform)."""
-    return Thurstone(sigma=_float_leaf("sigma", sigma, minimum=0.0),
+    return Thurstone(sigma=_checks.rate("sigma", sigma, minimum=0.0),
                      column=_column_option(column))
 
 
 def adversarial(base: Curator, eps: ArrayLike) -> Adversarial:
     """With probability ``eps`` in ``[0, 1]`` a group is judged by ``base`` on ``-r``."""
     return Adversarial(base=_group_curator("base", base),
-                       eps=_float_leaf("eps", eps, minimum=0.0, maximum=1.0))
+                       eps=_checks.rate("eps", eps, minimum=0.0, maximum=1.0))
 
 
 def mixture(components, weights: ArrayLike) -> Mixture:

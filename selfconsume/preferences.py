@@ -79,9 +79,7 @@ class Linear(Preference):
         return (1.0 - eta) * params + eta * mean
 
     def ok(self):
-        if _checks.is_concrete(self.eta):
-            return True
-        return _checks.scalar_ok(self.eta, minimum=0.0, maximum=1.0)
+        return _checks.rate_ok(self.eta, minimum=0.0, maximum=1.0)
 
 
 @struct.dataclass(eq=False)

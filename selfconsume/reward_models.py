@@ -181,20 +181,6 @@ def accuracy(rewards: ArrayLike, comparisons: Comparisons) -> Array:
 # --------------------------------------------------------------------------------------------
 
 
-def _float_leaf(name, value, *, minimum=None, maximum=None):
-    _checks.scalar(name, value, minimum=minimum, maximum=maximum)
-    _checks.finite(name, value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return jnp.asarray(value, jnp.result_type(float))
-    return jnp.asarray(value)
-
-
-def _ok(value, **bounds):
-    if _checks.is_concrete(value):
-        return True
-    return _checks.scalar_ok(value, **bounds) & jnp.isfinite(value)
-
-
 def _tolerance(tol, dtype):
     if tol is not None:
         return tol
@@ -225,7 +211,7 @@ class RewardModel(Options):
         return -jnp.sum(w * ll) / jnp.sum(w) + 0.5 * self.l2 * penalty
 
     def ok(self):
-        return _ok(self.l2, minimum=0.0)
+        return _checks.rate_ok(self.l2, minimum=0.0, finite_only=True)
 
 
 class _Convex(RewardModel):
@@ -413,7 +399,8 @@ class MLP(RewardModel):
         return params
 
     def ok(self):
-        return _ok(self.l2, minimum=0.0) & _ok(self.learning_rate, minimum=0.0)
+        return (_checks.rate_ok(self.l2, minimum=0.0, finite_only=True)
+                & _checks.rate_ok(self.learning_rate, minimum=0.0, finite_only=True))
 
 
 def _tol_option(tol):
@@ -434,7 +421,7 @@ def tabular(num_states: int, *, l2: ArrayLike = 1e-3, tol: float | None = None,
             ``1e-10`` in float64, ``1e-5`` in float32).
         max_iterations: static bound on the Newton steps.
     """
-    return Tabular(l2=_float_leaf("l2", l2, minimum=0.0),
+    return Tabular(l2=_checks.rate("l2", l2, minimum=0.0, finite_only=True),
                    num_states=_checks.static_int("num_states", num_states, minimum=1),
                    tol=_tol_option(tol),
                    max_iterations=_checks.static_int("max_iterations", max_iterations,
@@ -465,7 +452,8 @@ def linear(features: Callable | str = "coordinates", *, l2: ArrayLike = 1e-3,
     if not callable(features):
         raise ValueError(f"`features` must be a feature map (callable) or a name; got "
                          f"{type(features).__name__}.")
-    return Linear(l2=_float_leaf("l2", l2, minimum=0.0), features=features, tol=_tol_option(tol),
+    return Linear(l2=_checks.rate("l2", l2, minimum=0.0, finite_only=True), features=features,
+                  tol=_tol_option(tol),
                   max_iterations=_checks.static_int("max_iterations", max_iterations,
                                                     minimum=1))
 
@@ -484,8 +472,9 @@ def mlp(dim: int, hidden: int | tuple = (64,), *, learning_rate: ArrayLike = 1e-
     hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
     for width in hidden:
         _checks.static_int("hidden", width, minimum=1)
-    return MLP(l2=_float_leaf("l2", l2, minimum=0.0),
-               learning_rate=_float_leaf("learning_rate", learning_rate, minimum=0.0),
+    return MLP(l2=_checks.rate("l2", l2, minimum=0.0, finite_only=True),
+               learning_rate=_checks.rate("learning_rate", learning_rate, minimum=0.0,
+                                          finite_only=True),
                dim=_checks.static_int("dim", dim, minimum=1), hidden=hidden,
                steps=_checks.static_int("steps", steps, minimum=1))
 
@@ -684,7 +673,7 @@ def compare(
     rank = jnp.argsort(jnp.argsort(-score, stable=True), stable=True)
     eps_arr = jnp.asarray(eps, true_rewards.dtype)
     flipped = rank.astype(true_rewards.dtype) + 0.5 < eps_arr * g  # round(eps * G) flips
-    ok = _ok(eps_arr, minimum=0.0, maximum=1.0)
+    ok = _checks.rate_ok(eps_arr, minimum=0.0, maximum=1.0, finite_only=True)
     return clean.replace(order=_flip_order(order, flipped), flipped=flipped,
                          weights=_checks.poison(ok, weights))
 
@@ -708,7 +697,8 @@ class Feedback(Options):
     num_heldout: int = struct.field(pytree_node=False, default=256)
 
     def ok(self):
-        return _ok(self.eps, minimum=0.0, maximum=1.0) & self.judge.ok()
+        return (_checks.rate_ok(self.eps, minimum=0.0, maximum=1.0, finite_only=True)
+                & self.judge.ok())
 
     def due(self, generation):
         """Whether the reward model is refitted at ``generation`` (0, r, 2r, ...; only 0 for
@@ -744,7 +734,8 @@ def feedback(num_comparisons: int = 1024, *, k: int = 2, judge: Curator | None =
     judge.kept(k)  # raises for a judge that cannot rank groups of k
     if flip not in FLIPS:
         raise ValueError(f"`flip` must be one of {FLIPS}; got {flip!r}.")
-    return Feedback(judge=judge, eps=_float_leaf("eps", eps, minimum=0.0, maximum=1.0),
+    return Feedback(judge=judge,
+                    eps=_checks.rate("eps", eps, minimum=0.0, maximum=1.0, finite_only=True),
                     num_comparisons=_checks.static_int("num_comparisons", num_comparisons,
                                                        minimum=1),
                     k=k, flip=flip,
