@@ -54,6 +54,7 @@ comparisons)`` and ``apply(params, x)``; :data:`REWARD_MODELS` registers them.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Callable, ClassVar
 
 import flax.linen as nn
@@ -220,8 +221,11 @@ class _Convex(RewardModel):
     def fit(self, key: PRNGKey, params: PyTree, comparisons: Comparisons) -> PyTree:
         del key
         dtype = jax.tree_util.tree_leaves(params)[0].dtype
+        hessian = getattr(self, "hessian", None)
         fitted, _ = newton(lambda p: self.loss(p, comparisons), params,
-                           tol=_tolerance(self.tol, dtype), max_iterations=self.max_iterations)
+                           tol=_tolerance(self.tol, dtype), max_iterations=self.max_iterations,
+                           hessian=None if hessian is None else partial(hessian,
+                                                                        comparisons=comparisons))
         return fitted
 
 
@@ -247,6 +251,23 @@ class Tabular(_Convex):
         x = x.reshape(x.shape[0])
         inside = (x >= 0) & (x < self.num_states)  # a state outside [0, M) reads NaN
         return jnp.where(inside, params[jnp.clip(x, 0, self.num_states - 1)], jnp.nan)
+
+    def hessian(self, params: Array, *, comparisons: Comparisons) -> Array:
+        r"""The Hessian of :meth:`loss` in the M rewards, built from the groups:
+        :math:`\sum_g \frac{w_g}{W} P_g^\top \nabla^2(-\ell_g) P_g + \lambda I`, each group's
+        ``(k, k)`` curvature (autodiff on its k rewards) scattered onto its states; cost
+        :math:`O(G k^2 + M^2)` rather than autodiff's :math:`O(G M)`."""
+        g, k = comparisons.order.shape
+        states = jnp.clip(comparisons.samples.reshape(g, k), 0, self.num_states - 1)
+
+        def group_loss(u, order):
+            return -log_likelihood(u[None], order[None], comparisons.depth)[0]
+
+        curvature = jax.vmap(jax.hessian(group_loss))(params[states], comparisons.order)
+        w = comparisons.weights / jnp.sum(comparisons.weights)
+        h = jnp.zeros((self.num_states, self.num_states), params.dtype)
+        h = h.at[states[:, :, None], states[:, None, :]].add(w[:, None, None] * curvature)
+        return h + self.l2 * jnp.eye(self.num_states, dtype=params.dtype)
 
 
 @dataclasses.dataclass(frozen=True)

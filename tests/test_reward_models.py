@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
+import selfconsume as sc
 from selfconsume import curators as cur
 from selfconsume import reward_models as rm
 from tests import reward_model_reference as ref
@@ -863,3 +864,21 @@ def test_options_that_do_not_fit_raise_value_errors():
     with pytest.raises(ValueError, match="`m`"):
         rm.feedback(k=2, judge=cur.top_m(3))
     assert float(rm.radial([[0.0]], np.float32(0.5)).bandwidth) == 0.5
+
+
+@pytest.mark.parametrize("k,judge", [(2, None), (4, "top_m")])
+def test_tabular_hessian_from_the_groups_equals_autodiff(x64, k, judge):
+    """The tabular fit's Hessian, scattered from each group's (k, k) curvature, equals
+    jax.hessian of the penalised loss (to float64 rounding: 1e-12) for pairs and full rankings,
+    with flipped labels and unequal weights."""
+    rng = np.random.default_rng(3)
+    m, g = 24, 300
+    x = jnp.asarray(rng.integers(0, m, g * k))
+    r = jnp.asarray(rng.normal(size=m))
+    judge = sc.curators.top_m(k, 1.0) if judge else sc.curators.luce(1.0)
+    comp = sc.reward_models.compare(jax.random.key(1), x, r[x], k=k, judge=judge, eps=0.2,
+                                    weights=jnp.asarray(rng.uniform(0.5, 2.0, g)))
+    tab = sc.reward_models.tabular(m, l2=0.01)
+    u = jnp.asarray(rng.normal(size=m))
+    exact = jax.hessian(lambda p: tab.loss(p, comp))(u)
+    np.testing.assert_allclose(tab.hessian(u, comparisons=comp), exact, atol=1e-12)
