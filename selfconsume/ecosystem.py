@@ -160,7 +160,10 @@ def _curators(curator, m: int):
     if not isinstance(curator, Sequence) or isinstance(curator, str):
         raise ValueError(f"`curator` must be None, a curator, or one curator per model; got "
                          f"{type(curator).__name__}.")
-    stacked = curators_lib.stack(curator, num=m)
+    try:
+        stacked = curators_lib.stack(curator, num=m)
+    except ValueError as err:  # name this function's argument, `curator`
+        raise ValueError(str(err).replace("`curators", "`curator")) from None
     for i, c in enumerate(curator):
         if any(col is not None for col in c.columns()):
             raise ValueError(f"`curator[{i}]` reads its model's reward column (`columns`), so its "
@@ -199,12 +202,14 @@ def _parts(params, hyper, real_data, real_weights, interaction, *, model, reward
     columns = _check_columns(columns, m)
     listed, stacked = _curators(curator, m)
     learned, learned_ok = _loop.check_learned(None, None, preference)
-    if columns is not None:
-        spec = _loop.sample_spec(model, one, config)
-        shape = jax.eval_shape(reward_fn, jax.ShapeDtypeStruct(spec.shape, spec.dtype)).shape
-        if len(shape) != 2 or max(columns) >= shape[1]:
-            raise ValueError(f"`columns` {columns} must index the reward columns of `reward_fn`, "
-                             f"which returns shape {shape}.")
+    spec = _loop.sample_spec(model, one, config)
+    shape = jax.eval_shape(reward_fn, jax.ShapeDtypeStruct(spec.shape, spec.dtype)).shape
+    if columns is not None and (len(shape) != 2 or max(columns) >= shape[1]):
+        raise ValueError(f"`columns` {columns} must index the reward columns of `reward_fn`, "
+                         f"which returns shape {shape}.")
+    if columns is None and len(shape) == 2 and shape[1] != 1:
+        raise ValueError(f"`reward_fn` returns {shape[1]} reward columns (shape {shape}): pass "
+                         f"`columns`, the column each of the {m} models reads.")
     ok = []
     for i in range(m):
         hyper_i = _unstack(hyper, i)
@@ -212,6 +217,8 @@ def _parts(params, hyper, real_data, real_weights, interaction, *, model, reward
                   & _loop.check_curator(None if listed is None else listed[i], hyper_i, config)
                   & w_ok & learned_ok)
     ok = jnp.stack([jnp.asarray(x) for x in ok])
+    for _ in range(m - 1):  # a model refitting on a poisoned model's samples is poisoned too
+        ok = ok & jnp.all((w == 0) | ok[None, :], axis=1)
     col = None if columns is None else jnp.asarray(columns, jnp.int32)
     def record(state_i, info_i, column):  # built in the trace: the column may be traced
         fn = _loop.recorder(model=model, reward_fn=_column_reward(reward_fn, column),
@@ -407,8 +414,8 @@ def run(
     """Runs ``config.num_generations`` generations of M models retrained on each other's curated
     samples (module docstring), with ``lax.scan`` over generations and ``vmap`` over models.
 
-    Jit it once at the outermost call with ``model``, ``reward_fn``, ``config``, ``columns`` and
-    ``metrics_fn`` static; ``hyper``, ``interaction``, the curators and the preference are array
+    Jit it once at the outermost call with ``model``, ``reward_fn``, ``config``, ``columns``,
+    ``metrics_fn`` and ``default`` static; ``hyper``, ``interaction``, the curators and the preference are array
     arguments (sweeps over them never recompile).
 
     Args:

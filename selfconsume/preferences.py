@@ -116,10 +116,14 @@ def _features(features, width: int):
                              f"{table.shape}.")
         return reward_models_lib.table(table)
     try:
-        return reward_models_lib.linear(features).features
+        fn = reward_models_lib.linear(features).features
     except ValueError as err:
         raise ValueError(str(err).replace("`features` must be one of", "`features` must be "
                                           "'states', a (S, F) table, or one of")) from None
+    if isinstance(fn, reward_models_lib.Radial) and len(fn.centers) != width:
+        raise ValueError(f"`features` has {len(fn.centers)} radial centres but `weights0` has "
+                         f"{width} weights; give one weight per centre.")
+    return fn
 
 
 def linear(features, weights0: ArrayLike, *, eta: ArrayLike = 0.1) -> Linear:

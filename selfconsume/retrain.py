@@ -344,7 +344,7 @@ def run(
 
     Jit it once at the outermost call, with the model, reward, config and metrics as static
     arguments: ``jax.jit(sc.run, static_argnames=("model", "reward_fn", "config",
-    "metrics_fn"))``; ``hyper`` stays an array argument, so sweeps over it never recompile.
+    "metrics_fn", "default"))``; ``hyper`` stays an array argument, so sweeps over it never recompile.
 
     Generation ``t`` uses ``jax.random.split(key, num_generations + 1)[t]`` (the last key draws
     the final generation's candidates), so a loop run in chunks with :func:`run_chunk` and
