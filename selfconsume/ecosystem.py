@@ -203,7 +203,8 @@ def _parts(params, hyper, real_data, real_weights, interaction, *, model, reward
     listed, stacked = _curators(curator, m)
     learned, learned_ok = _loop.check_learned(None, None, preference)
     spec = _loop.sample_spec(model, one, config)
-    shape = jax.eval_shape(reward_fn, jax.ShapeDtypeStruct(spec.shape, spec.dtype)).shape
+    shape = jax.eval_shape(lambda x: reward_fn(x),  # any callable, weak-referable or not
+                           jax.ShapeDtypeStruct(spec.shape, spec.dtype)).shape
     if columns is not None and (len(shape) != 2 or max(columns) >= shape[1]):
         raise ValueError(f"`columns` {columns} must index the reward columns of `reward_fn`, "
                          f"which returns shape {shape}.")

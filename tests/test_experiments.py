@@ -19,6 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("curator_zoo", {"curator_zoo.png"}),
     ("reward_model_attack", {"reward_model_attack.png"}),
     ("reward_hacking", {"reward_hacking.png"}),
+    ("ecosystem", {"ecosystem.png"}),
+    ("drifting_preferences", {"drifting_preferences.png"}),
 ])
 def test_script_study_quick(script, figures, tmp_path):
     out = tmp_path / script
@@ -33,7 +35,8 @@ def test_script_study_quick(script, figures, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mog_curation", "mog_curation_flow", "mog_curation_histogram",
-                                  "mog_learned_reward", "two_moons", "digits_bias",
+                                  "mog_learned_reward", "mog_ecosystem",
+                                  "mog_drifting_preferences", "two_moons", "digits_bias",
                                   "digits_confidence"])
 def test_toml_study_quick(name, tmp_path):
     from selfconsume import cli
