@@ -37,13 +37,13 @@ standard deviation of the GMM's change.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 import time
 
+import _cli  # experiments/_cli.py, beside this script
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -388,12 +388,7 @@ def crossing(grid_eps, change):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a smaller grid, fewer generations")
-    p.add_argument("--out", default="runs/adversarial_curation")
-    args = p.parse_args(argv)
-    sizes = {name: v[1 if args.quick else 0] for name, v in SIZES.items()}
-    os.makedirs(args.out, exist_ok=True)
+    args, sizes = _cli.setup(__doc__, "adversarial_curation", "a smaller grid, fewer generations", SIZES, argv)
     t_start = time.perf_counter()
     centers = sc.data.ring_centers(NUM_MODES, 1.0)
     reward = sc.rewards.distance(centers[0], scale=SCALE, radius=RADIUS)

@@ -56,13 +56,13 @@ minute on 2 cores).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 import time
 
+import _cli  # experiments/_cli.py, beside this script
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -338,12 +338,7 @@ def figure(path, ex, lp, sizes, sigma):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a 32 x 32 grid, 8 generations")
-    p.add_argument("--out", default="runs/curator_zoo")
-    args = p.parse_args(argv)
-    sizes = {name: v[1 if args.quick else 0] for name, v in SIZES.items()}
-    os.makedirs(args.out, exist_ok=True)
+    args, sizes = _cli.setup(__doc__, "curator_zoo", "a 32 x 32 grid, 8 generations", SIZES, argv)
     start = time.perf_counter()
     timings = {}
     cells, p0, reward, mode = ring(sizes["grid"])

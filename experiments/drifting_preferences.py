@@ -64,13 +64,13 @@ generation, for both statistics (E_t[r] and max_x p_t(x)) and both points.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 import time
 
+import _cli  # experiments/_cli.py, beside this script
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -470,12 +470,7 @@ def claims_of(sizes, p0, r, line, ring, check):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="coarser grids, fewer generations")
-    p.add_argument("--out", default="runs/drifting_preferences")
-    args = p.parse_args(argv)
-    sizes = {name: v[1 if args.quick else 0] for name, v in SIZES.items()}
-    os.makedirs(args.out, exist_ok=True)
+    args, sizes = _cli.setup(__doc__, "drifting_preferences", "coarser grids, fewer generations", SIZES, argv)
     t_start, c_start = time.perf_counter(), time.process_time()
     p0, r = line_support()
     e0 = float(p0 @ r)

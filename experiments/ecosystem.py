@@ -53,12 +53,12 @@ one's by at most max(4 SE, GMM_TOL); every fit stays finite.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 
+import _cli  # experiments/_cli.py, beside this script
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -452,12 +452,7 @@ def claims_of(sizes, ex, positive, fps, stars_ok, rows, loop, t90):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a coarser support, a smaller GMM sweep")
-    p.add_argument("--out", default="runs/ecosystem")
-    args = p.parse_args(argv)
-    sizes = {name: v[1 if args.quick else 0] for name, v in SIZES.items()}
-    os.makedirs(args.out, exist_ok=True)
+    args, sizes = _cli.setup(__doc__, "ecosystem", "a coarser support, a smaller GMM sweep", SIZES, argv)
     t_start, c_start = time.perf_counter(), time.process_time()
     _, p0, r, r_opp, on0 = support(sizes["grid"], sizes["cut"])
     print(f"support: {p0.shape[0]} states, mode-0 share {float(p0 @ on0):.4f}, "

@@ -23,12 +23,12 @@ with a > 0, exactly for the population dynamics and for every seed of the GMM lo
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 
+import _cli  # experiments/_cli.py, beside this script
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -178,12 +178,7 @@ def bound_claims(pop, loops, sizes):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a smaller grid, fewer generations")
-    p.add_argument("--out", default="runs/phase_diagram")
-    args = p.parse_args(argv)
-    sizes = {name: v[1 if args.quick else 0] for name, v in SIZES.items()}
-    os.makedirs(args.out, exist_ok=True)
+    args, sizes = _cli.setup(__doc__, "phase_diagram", "a smaller grid, fewer generations", SIZES, argv)
     centers = sc.data.ring_centers(NUM_MODES, 1.0)
     reward = sc.rewards.distance(centers[0], scale=SCALE, radius=RADIUS)
     real, _ = sc.data.gaussian_ring(jax.random.key(0), 8192, std=STD)

@@ -38,7 +38,6 @@ of the basin-1 share is within TOL_GMM + 3 standard errors of the exact mass eve
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -46,6 +45,7 @@ import os
 import sys
 import time
 
+import _cli  # experiments/_cli.py, beside this script
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -306,12 +306,7 @@ def claims_of(sizes, pop, loops):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a coarser grid, fewer generations")
-    p.add_argument("--out", default="runs/pluralistic")
-    args = p.parse_args(argv)
-    sizes = {name: v[1 if args.quick else 0] for name, v in SIZES.items()}
-    os.makedirs(args.out, exist_ok=True)
+    args, sizes = _cli.setup(__doc__, "pluralistic", "a coarser grid, fewer generations", SIZES, argv)
     t0, c0 = time.perf_counter(), time.process_time()
     reward = rewards()
     cells, cells_index, p0 = support(sizes["grid"])

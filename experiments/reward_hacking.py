@@ -62,7 +62,6 @@ standard errors; and every fit stays finite.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -70,6 +69,7 @@ import os
 import sys
 import time
 
+import _cli  # experiments/_cli.py, beside this script
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -410,12 +410,7 @@ def fast_compile():
 
 def main(argv=None) -> int:
     fast_compile()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer generations, samples and seeds")
-    p.add_argument("--out", default="runs/reward_hacking")
-    args = p.parse_args(argv)
-    sizes = {name: v[1 if args.quick else 0] for name, v in SIZES.items()}
-    os.makedirs(args.out, exist_ok=True)
+    args, sizes = _cli.setup(__doc__, "reward_hacking", "fewer generations, samples and seeds", SIZES, argv)
     t0, c0 = time.perf_counter(), time.process_time()
     real, _ = sc.data.gaussian_ring(jax.random.key(0), 8192, std=STD)
     runs, timing = {}, {}

@@ -67,13 +67,13 @@ it, clean and attacked.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 import time
 
+import _cli  # experiments/_cli.py, beside this script
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,7 +114,7 @@ SIZES = {  # full, quick
     "gmm_comparisons": (1024, 512),
     "ss_grid": (24, 24),  # part 3's support (its cost grows like M x N)
     "ss_cut": (1.5, 1.5),
-    "ss_comparisons": ((64, 256, 1024, 4096, 16384), (64, 1024)),
+    "ss_comparisons": ((64, 256, 1024, 4096, 16384), (64, 4096)),
     "ss_generations": (6, 5),
     "ss_seeds": (16, 16),
     "ss_samples": (4096, 4096),
@@ -551,12 +551,7 @@ def claims_of(sizes, eps, ex, true_reward, ridge, loops, ss):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="a coarser support, fewer generations")
-    p.add_argument("--out", default="runs/reward_model_attack")
-    args = p.parse_args(argv)
-    sizes = {name: v[1 if args.quick else 0] for name, v in SIZES.items()}
-    os.makedirs(args.out, exist_ok=True)
+    args, sizes = _cli.setup(__doc__, "reward_model_attack", "a coarser support, fewer generations", SIZES, argv)
     t_start, c_start = time.perf_counter(), time.process_time()
     centers = sc.data.ring_centers(NUM_MODES, 1.0)
     reward = sc.rewards.distance(centers[0], scale=SCALE, radius=RADIUS)

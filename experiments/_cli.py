@@ -1,0 +1,30 @@
+"""The command line every study script shares: ``--quick`` and ``--out``, the sizes they pick,
+and the claims' report and exit status."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def setup(doc: str, name: str, quick_help: str, sizes: dict | None = None, argv=None):
+    """Parses ``--quick`` and ``--out`` (default ``runs/<name>``), creates the output folder.
+
+    Args:
+        doc: the script's docstring (its first line describes the command).
+        name: the study's name.
+        quick_help: what ``--quick`` reduces.
+        sizes: ``{name: (full, quick)}``, or ``None``.
+        argv: the arguments (default: the command line).
+
+    Returns:
+        ``(args, sizes)``, ``sizes`` the values of the chosen mode (``None`` without ``sizes``).
+    """
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--out", default=f"runs/{name}")
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    if sizes is None:
+        return args, None
+    return args, {key: v[1 if args.quick else 0] for key, v in sizes.items()}
