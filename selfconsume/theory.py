@@ -1242,7 +1242,10 @@ def _ecosystem_step(ps, rows, betas, p_data, fractions, weights, curator, *, k, 
             return curated(p, r, k=k, beta=b, num_nodes=num_nodes)
         return curated(p, r[:, None], k=k, num_nodes=num_nodes, curator=c)
 
-    qs = _over_models(curate_one, ps, rows, betas, curator)
+    if ps.shape[0] == 1:
+        qs = _over_models(curate_one, ps, rows, betas, curator)
+    else:  # model by model: batched, the quadrature's branches would all run for every model
+        qs = lax.map(lambda a: curate_one(*a), (ps, rows, betas, curator))
     mixed = jnp.matmul(weights, qs, precision=lax.Precision.HIGHEST)
     return _over_models(lambda a, m: _mix(p_data, a, m), fractions, mixed)
 
