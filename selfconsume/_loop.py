@@ -302,20 +302,22 @@ def kept_rows(kept: Curated, config: LoopConfig, curator) -> Array:
     return jnp.repeat(jnp.arange(groups, dtype=jnp.int32), per_group) * config.k + kept.index
 
 
-def reader(state, *, learned=None, preference=None):
+def reader(state, learned=None):
     """What the curator reads in place of ``reward_fn``, as ``read(candidates) -> (rewards,
-    reward_params)``: ``None`` (``reward_fn``), the learned reward at ``state.reward_params``, or
-    the drifting preference, first moved by the candidates (from generation 1 on)."""
-    if learned is not None:
-        return lambda x: (learned[0].apply(state.reward_params, x), state.reward_params)
-    if preference is None:
+    reward_params)``: ``None`` without ``learned``; for a learned reward model
+    (``learned = (reward_model, feedback)``) its reward at ``state.reward_params``; for a drifting
+    preference (``learned`` a preference) its reward after the parameters are moved by the
+    candidates (from generation 1 on)."""
+    if learned is None:
         return None
+    if isinstance(learned, tuple):
+        return lambda x: (learned[0].apply(state.reward_params, x), state.reward_params)
 
     def read(x):
-        moved = preference.drift(state.reward_params, x)
+        moved = learned.drift(state.reward_params, x)
         w = jax.tree.map(lambda a, b: jnp.where(state.generation > 0, a, b), moved,
                          state.reward_params)
-        return preference.apply(w, x), w
+        return learned.apply(w, x), w
 
     return read
 
@@ -360,14 +362,12 @@ def generation(key, state, hyper, *, model, reward_fn, config, curator=None, lea
                                                 reward_fn=reward_fn, learned=learned)
         state = state.replace(reward_params=reward_params)
         read["reward_model_accuracy"] = accuracy
-    preference = None if isinstance(learned, tuple) else learned
     candidates, rewards, kept, proxy, reward_params = draw_and_curate(
         key, state.params, hyper, model=model, reward_fn=reward_fn, config=config,
-        curator=curator, read=reader(state, learned=learned if preference is None else None,
-                                     preference=preference))
+        curator=curator, read=reader(state, learned))
     if learned is not None:
         state = state.replace(reward_params=reward_params)
-        read["preference_rewards" if preference is not None else "proxy_rewards"] = proxy
+        read["proxy_rewards" if isinstance(learned, tuple) else "preference_rewards"] = proxy
     return state, candidates, rewards, kept, read
 
 

@@ -194,15 +194,13 @@ def _parts(params, hyper, real_data, real_weights, interaction, *, model, reward
     if config.regime != "replace":
         raise ValueError(f"`config.regime` must be 'replace' for an ecosystem (each model refits "
                          f"on this generation's kept samples); got {config.regime!r}.")
-    one = _unstack(params, 0)
-    real_data, real_weights = _loop.check_real(real_data, real_weights,
-                                               _loop.sample_spec(model, one, config), config)
+    spec = _loop.sample_spec(model, _unstack(params, 0), config)
+    real_data, real_weights = _loop.check_real(real_data, real_weights, spec, config)
     hyper = _per_model_hyper(hyper, m)
     w, w_ok = _check_interaction(interaction, m)
     columns = _check_columns(columns, m)
     listed, stacked = _curators(curator, m)
     learned, learned_ok = _loop.check_learned(None, None, preference)
-    spec = _loop.sample_spec(model, one, config)
     shape = jax.eval_shape(lambda x: reward_fn(x),  # any callable, weak-referable or not
                            jax.ShapeDtypeStruct(spec.shape, spec.dtype)).shape
     if columns is not None and (len(shape) != 2 or max(columns) >= shape[1]):
@@ -416,8 +414,8 @@ def run(
     samples (module docstring), with ``lax.scan`` over generations and ``vmap`` over models.
 
     Jit it once at the outermost call with ``model``, ``reward_fn``, ``config``, ``columns``,
-    ``metrics_fn`` and ``default`` static; ``hyper``, ``interaction``, the curators and the preference are array
-    arguments (sweeps over them never recompile).
+    ``metrics_fn`` and ``default`` static; ``hyper``, ``interaction``, the curators and the
+    preference are array arguments (sweeps over them never recompile).
 
     Args:
         key: PRNG key, consumed (see the module docstring for the per-model streams).
