@@ -1,15 +1,23 @@
 """The ``selfconsume`` command: run studies from TOML files, resume them, list and plot.
 
     selfconsume demo [--out DIR] [--quick] [--set section.key=value ...] [--devices N]
-                     [--quiet] [--force] [--checked]
+                     [--quiet] [--force] [--checked] [PROCESSES]
     selfconsume run CONFIG.toml|NAME [the same options]
-    selfconsume resume RUN_DIR [--quiet] [--checked]
+    selfconsume resume RUN_DIR [--quiet] [--checked] [PROCESSES]
     selfconsume list
     selfconsume plot RUN_DIR [--metrics a,b]
     selfconsume --version
 
 Studies run on :func:`selfconsume.sweep`, sharded over ``--devices N`` devices (default: every
 device; on a CPU, one host device per core); ``resume`` uses the count the run started with.
+
+PROCESSES: one study over several processes or machines (``jax.distributed``). Start the same
+command in every process with ``--coordinator HOST:PORT --num-processes N --process-id I`` (the
+address of process 0, reachable by all), or with ``--distributed`` alone under a launcher that
+JAX detects (SLURM, Open MPI, Kubernetes). On CPUs the processes exchange results through the
+gloo collectives. The study is sharded over every process's devices (``--devices`` counts them
+all); process 0 writes the run folder and prints the report; every process exits with the same
+status.
 
 Exit status: 0 on success, 1 when a study's claim does not hold (results are saved), 2 for an
 invalid configuration or command line (one line on stderr, no traceback), 3 when a run turns
@@ -45,16 +53,29 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--devices", type=int, metavar="N",
                        help="devices to shard over (default: all; one per core on a CPU)")
 
+    def process_options(q):
+        g = q.add_argument_group("several processes (jax.distributed)")
+        g.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="address of process 0, the same in every process")
+        g.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+        g.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+        g.add_argument("--distributed", action="store_true",
+                       help="initialise from the launcher's environment (SLURM, Open MPI, "
+                            "Kubernetes); the three options above override what it detects")
+
     demo = sub.add_parser("demo", help="run the built-in demo study (no file, no download)")
     run_options(demo)
+    process_options(demo)
     run = sub.add_parser("run", help="run a study from a TOML configuration")
     run.add_argument("config", help="a TOML file, or the name of a shipped study")
     run_options(run)
+    process_options(run)
     res = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     res.add_argument("run_dir")
     res.add_argument("--quiet", action="store_true")
     res.add_argument("--checked", action="store_true",
                      help="report the first NaN/inf-producing operation (slower)")
+    process_options(res)
     sub.add_parser("list", help="datasets, models, rewards and studies, with their options")
     plot = sub.add_parser("plot", help="redraw the figures of a saved run")
     plot.add_argument("run_dir")
@@ -76,13 +97,59 @@ def _use_devices(count: int | None) -> None:
         pass
 
 
+def _processes(args) -> str | None:
+    """Joins ``jax.distributed`` when asked (before any JAX backend starts); returns an error
+    message for a bad combination of options, else None."""
+    given = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
+             "--process-id": args.process_id}
+    if not args.distributed and all(v is None for v in given.values()):
+        return None
+    if not args.distributed:
+        missing = [name for name, value in given.items() if value is None]
+        if missing:
+            return (f"`{missing[0]}` is needed with --coordinator, --num-processes and "
+                    f"--process-id (give all three, or --distributed to detect them)")
+    if args.num_processes is not None and args.num_processes < 1:
+        return f"`--num-processes` must be an integer >= 1; got {args.num_processes}"
+    if args.process_id is not None and not (
+            0 <= args.process_id < (args.num_processes or args.process_id + 1)):
+        return (f"`--process-id` must be in 0..{(args.num_processes or 1) - 1} "
+                f"(--num-processes {args.num_processes}); got {args.process_id}")
+    if args.coordinator is not None:
+        host, _, port = args.coordinator.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return (f"`--coordinator` must be HOST:PORT (a port in 1..65535); got "
+                    f"{args.coordinator!r}")
+    import jax
+
+    if getattr(jax.distributed, "is_initialized", lambda: False)():
+        return None  # joined by an earlier command in this Python process
+    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:  # CPU devices talk through gloo
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=args.coordinator,
+                                   num_processes=args.num_processes, process_id=args.process_id)
+    except (RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"could not join the processes (jax.distributed.initialize): {first}"
+    return None
+
+
 def _fail(message: str, status: int = 2):
     print(f"selfconsume: error: {message}", file=sys.stderr)
     return status
 
 
-def _report(summary: dict, run_dir: str, metrics: list[str]) -> int:
+def _report(summary: dict, run_dir: str, metrics) -> int:
+    """Prints the summary (process 0 only; ``metrics()`` gives the metrics to show); returns
+    the exit status, the same in every process."""
+    from selfconsume._processes import is_writer
+
+    failed = [c for c in summary["claims"] if not c["holds"]]
+    if not is_writer():
+        return 1 if failed else 0
     rows = summary["grid"]
+    metrics = metrics()
     metrics = [m for m in metrics if rows and m in rows[0]["final"]]
     print(f"\nfinal generation, mean [95% interval] over seeds ({run_dir}):")
     for row in rows:
@@ -90,7 +157,6 @@ def _report(summary: dict, run_dir: str, metrics: list[str]) -> int:
         cells = "  ".join(f"{m}={row['final'][m]['mean']:.3f} [{row['final'][m]['low']:.3f}, "
                           f"{row['final'][m]['high']:.3f}]" for m in metrics)
         print(f"  {point:<22} {cells}")
-    failed = [c for c in summary["claims"] if not c["holds"]]
     for c in summary["claims"]:
         print(f"  claim {'holds' if c['holds'] else 'FAILS'}: {c['description'] or c['metric']}")
     figures = summary.get("figures", [])
@@ -157,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("demo", "run", "resume"):
         _use_devices(getattr(args, "devices", None))
+        error = _processes(args)
+        if error is not None:
+            return _fail(error)
     from selfconsume import study  # heavy imports after argument parsing
+    from selfconsume._processes import from_writer
 
     try:
         if args.command == "list":
@@ -171,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "resume":
             summary = study.resume(args.run_dir, quiet=args.quiet, checked=args.checked)
-            cfg = study.load_config(os.path.join(args.run_dir, "config.toml"))
-            return _report(summary, args.run_dir, cfg["plots"]["metrics"])
+            return _report(summary, args.run_dir, lambda: study.load_config(
+                os.path.join(args.run_dir, "config.toml"))["plots"]["metrics"])
         overrides = list(args.overrides)
         if args.devices is not None:
             if args.devices < 1:
@@ -182,11 +252,12 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append("quick=true")
         if args.command == "demo":
             cfg = study.load_config(text=study.DEMO, overrides=overrides)
-        else:
-            cfg = study.load_config(study.find_study(args.config), overrides=overrides)
+        else:  # process 0 reads the file; the others need no copy
+            cfg = from_writer(lambda: study.load_config(study.find_study(args.config),
+                                                        overrides=overrides))
         run_dir = study.new_run_dir(cfg, args.out, force=args.force)
         summary = study.run_study(cfg, run_dir, quiet=args.quiet, checked=args.checked)
-        return _report(summary, run_dir, cfg["plots"]["metrics"])
+        return _report(summary, run_dir, lambda: cfg["plots"]["metrics"])
     except (study.ConfigError, FileExistsError, FileNotFoundError) as err:
         return _fail(str(err))
     except study.NumericalError as err:

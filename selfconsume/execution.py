@@ -58,6 +58,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from selfconsume import _checks
+from selfconsume._processes import from_writer, is_writer
 from selfconsume.files import atomic_write
 from selfconsume.results import SweepResult
 from selfconsume.types import PRNGKey, PyTree
@@ -176,10 +177,13 @@ def sweep(
     arguments continues from it (``checkpoint.npz`` stays after the last chunk, so a repeated
     call returns at once; delete it to start over).
 
-    **Multi-host.** Call ``jax.distributed.initialize()`` in every process first, then make the
-    same ``sweep`` call in every process. The default ``devices`` is ``jax.devices()`` (all
-    processes); each process supplies the input shards of its own devices and the outputs are
-    all-gathered, so every process returns the full result; only process 0 writes checkpoints.
+    **Several processes.** Call ``jax.distributed.initialize(...)`` in every process first, then
+    make the same ``sweep`` call in every process. The default ``devices`` is ``jax.devices()``
+    (every process's devices); each process computes the configurations of its own devices and
+    the outputs are all-gathered, so every process returns the full result. Only process 0
+    reads and writes the checkpoint (the others receive what it read), so ``checkpoint`` need
+    not be on a shared file system. With the same global device count the values are those of
+    one process, bit for bit.
 
     Args:
         key: a single PRNG key (``jax.random.key``; a legacy ``uint32[2]`` key also works and
@@ -309,7 +313,7 @@ def _run_generations(layout: _Layout, program: Generations, *, chunk_generations
     t0 = time.perf_counter()
     history: list[PyTree] = []  # host records per chunk, (num_configs, chunk, ...)
     done, carries = 0, None
-    if store is not None and store.exists():
+    if store is not None:
         records_spec = _shapes(chunk_executable(g).out_info)
         records_spec = records_spec[1][1] if checked else records_spec[1]
         done, carries, saved = store.load(carry_spec, records_spec)
@@ -576,14 +580,11 @@ class _Checkpoint:
             "num_generations": num_generations, "chunk_generations": chunk,
             "padded_configs": layout.num_calls * layout.per_call})
 
-    def exists(self) -> bool:
-        return os.path.exists(self.path)
-
     def save(self, done: int, carries: list, history: list) -> None:
         # every process gathers (a collective on several processes); process 0 writes
         carry = jax.tree.map(lambda *xs: np.concatenate([_to_host(x) for x in xs], axis=0),
                              *[_strip_keys(c) for c in carries])
-        if jax.process_index() != 0:
+        if not is_writer():
             return
         arrays = {f"carry/{i}": x for i, x in enumerate(jax.tree.leaves(carry))}
         records = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *history)
@@ -593,18 +594,27 @@ class _Checkpoint:
         os.makedirs(self.folder, exist_ok=True)
         atomic_write(self.path, lambda f: np.savez(f, **arrays), binary=True)
 
-    def load(self, carry_spec, records_spec):
+    def _read(self, num_carry: int, num_records: int):
+        """Process 0's view of the file: None, or (done, carry leaves, record leaves)."""
+        if not os.path.exists(self.path):
+            return None
         with np.load(self.path) as z:
             if str(z["fingerprint"]) != self.fingerprint:
                 raise ValueError(f"`checkpoint` folder {self.folder!r} holds the checkpoint of "
                                  "another sweep (different keys, grid or generations); remove "
                                  f"{self.path!r} or choose another folder.")
-            done = int(z["done"])
-            leaves = jax.tree.leaves(carry_spec)
-            host = [z[f"carry/{i}"] for i in range(len(leaves))]
-            num_records = len(jax.tree.leaves(records_spec))
-            records = jax.tree.unflatten(jax.tree.structure(records_spec),
-                                         [z[f"records/{i}"] for i in range(num_records)])
+            return (int(z["done"]), [z[f"carry/{i}"] for i in range(num_carry)],
+                    [z[f"records/{i}"] for i in range(num_records)])
+
+    def load(self, carry_spec, records_spec):
+        """``(done, carries per call, records)`` from the checkpoint (read by process 0 and
+        broadcast), or ``(0, None, None)`` when there is none."""
+        leaves = jax.tree.leaves(carry_spec)
+        saved = from_writer(lambda: self._read(len(leaves), len(jax.tree.leaves(records_spec))))
+        if saved is None:
+            return 0, None, None
+        done, host, records = saved
+        records = jax.tree.unflatten(jax.tree.structure(records_spec), records)
         layout = self.layout
         carries = []
         for c in range(layout.num_calls):

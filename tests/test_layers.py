@@ -10,7 +10,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "selfconsume"
 
 # Lower layers never import higher ones (same layer: allowed when acyclic).
 LAYERS = [
-    {"types", "_checks", "files", "_options"},
+    {"types", "_checks", "files", "_options", "_processes"},
     {"stats", "results"},
     {"_choice", "_quadrature", "_solvers"},
     {"curators"},

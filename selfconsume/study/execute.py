@@ -8,6 +8,10 @@ devices (0: every device; on a CPU the command line exposes one host device per 
 :func:`resume` continues from that checkpoint with identical results. A refit that turns
 non-finite stops the run at that generation (:class:`NumericalError`) after saving the
 generations before it.
+
+Under ``jax.distributed`` every process calls the same function with the same arguments: the
+devices are every process's, process 0 alone reads and writes the run folder, and every process
+returns the same summary (:mod:`selfconsume._processes`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import jax
 import numpy as np
 
+from selfconsume._processes import from_writer, is_writer
 from selfconsume.execution import CHECKPOINT_FILE, sweep
 from selfconsume.files import atomic_write, remove_stale
 from selfconsume.results import SweepResult
@@ -32,15 +37,20 @@ __all__ = ["run_study", "resume", "replot", "new_run_dir", "execute", "select_de
 
 def new_run_dir(cfg: dict, out: str | None, *, force: bool) -> str:
     """``out`` or ``runs/<name>-<timestamp>``; refuses an existing non-empty folder without
-    ``force``."""
-    if out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = os.path.join("runs", f"{cfg['name']}-{stamp}")
-    if os.path.isdir(out) and os.listdir(out) and not force:
-        raise FileExistsError(f"run folder {out!r} exists and is not empty; pass --force to "
-                              "overwrite it")
-    os.makedirs(out, exist_ok=True)
-    return out
+    ``force``. (Process 0 decides and creates it; every process returns its name.)"""
+
+    def make():
+        folder = out
+        if folder is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            folder = os.path.join("runs", f"{cfg['name']}-{stamp}")
+        if os.path.isdir(folder) and os.listdir(folder) and not force:
+            raise FileExistsError(f"run folder {folder!r} exists and is not empty; pass --force "
+                                  "to overwrite it")
+        os.makedirs(folder, exist_ok=True)
+        return folder
+
+    return from_writer(make)
 
 
 def select_devices(count: int) -> list:
@@ -77,7 +87,7 @@ def execute(study: Study, run_dir: str | None, *, quiet: bool = True,
     cfg = study.cfg
     sw = cfg["sweep"]
     _, key_seeds = jax.random.split(jax.random.key(sw["seed"]))
-    bar = _Progress(cfg["name"], quiet)
+    bar = _Progress(cfg["name"], quiet or not is_writer())
     try:
         result = sweep(key_seeds, study.program, num_seeds=sw["seeds"], grid=study.grid,
                        devices=select_devices(sw["devices"]),
@@ -108,7 +118,7 @@ def _stop(result: SweepResult, run_dir: str | None):
     meta = result.metadata
     generation = meta["stopped_at_generation"]
     if next(iter(result.values.values())).shape[len(result.axes)] > 0 and run_dir is not None:
-        result.save(run_dir, name=RESULTS)
+        from_writer(lambda: result.save(run_dir, name=RESULTS))
         saved = (f"generations 0..{generation} are saved in "
                  f"{os.path.join(run_dir, RESULTS + '.npz')}")
     else:
@@ -151,31 +161,46 @@ def run_study(cfg: dict, run_dir: str, *, quiet: bool = False, checked: bool = F
     """
     cfg = dict(cfg, sweep=dict(cfg["sweep"], devices=len(select_devices(cfg["sweep"]["devices"]))))
     study = build(cfg)  # before writing anything: configuration errors leave no files
-    atomic_write(os.path.join(run_dir, "config.toml"), lambda f: f.write(to_toml(cfg)),
-                 binary=False)
-    for stale in (CHECKPOINT_FILE, SUMMARY):
-        if os.path.exists(os.path.join(run_dir, stale)):
-            os.remove(os.path.join(run_dir, stale))
+
+    def start():
+        atomic_write(os.path.join(run_dir, "config.toml"), lambda f: f.write(to_toml(cfg)),
+                     binary=False)
+        for stale in (CHECKPOINT_FILE, SUMMARY):
+            if os.path.exists(os.path.join(run_dir, stale)):
+                os.remove(os.path.join(run_dir, stale))
+
+    from_writer(start)
     return _finish(study, run_dir, quiet=quiet, checked=checked)
 
 
 def _finish(study: Study, run_dir: str, *, quiet: bool, checked: bool) -> dict:
     result = execute(study, run_dir, quiet=quiet, checked=checked)
-    summary = write_outputs(result, study.cfg, run_dir)
-    os.remove(os.path.join(run_dir, CHECKPOINT_FILE))
-    return summary
+
+    def write():
+        summary = write_outputs(result, study.cfg, run_dir)
+        os.remove(os.path.join(run_dir, CHECKPOINT_FILE))
+        return summary
+
+    return from_writer(write)
 
 
 def resume(run_dir: str, *, quiet: bool = False, checked: bool = False) -> dict:
     """Continues an interrupted run from its last checkpoint (or from the start if none), on the
     same number of devices; a finished run returns its summary."""
-    cfg = _run_config(run_dir)
-    for folder in (run_dir, os.path.join(run_dir, "figures")):  # left by a write that was killed
-        remove_stale(folder)
-    if os.path.exists(os.path.join(run_dir, SUMMARY)) and not os.path.exists(
-            os.path.join(run_dir, CHECKPOINT_FILE)):
-        with open(os.path.join(run_dir, SUMMARY)) as f:
-            return json.load(f)  # already complete
+
+    def look():  # process 0 reads the folder; every process gets (config, finished summary)
+        cfg = _run_config(run_dir)
+        for folder in (run_dir, os.path.join(run_dir, "figures")):  # left by a killed write
+            remove_stale(folder)
+        if os.path.exists(os.path.join(run_dir, SUMMARY)) and not os.path.exists(
+                os.path.join(run_dir, CHECKPOINT_FILE)):
+            with open(os.path.join(run_dir, SUMMARY)) as f:
+                return cfg, json.load(f)  # already complete
+        return cfg, None
+
+    cfg, summary = from_writer(look)
+    if summary is not None:
+        return summary
     return _finish(build(cfg), run_dir, quiet=quiet, checked=checked)
 
 
