@@ -15,7 +15,7 @@ out="${BENCH_RESULTS:-benchmarks/results}"
 mkdir -p "$out"
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 py="${PYTHON:-python}"
-for name in theory curation sweep scaling study reward_models ecosystem; do
+for name in theory curation sweep scaling study reward_models ecosystem table; do
   echo "== bench_$name ${mode}"
   "$py" "benchmarks/bench_$name.py" $mode --json "$out/$name.json"
 done

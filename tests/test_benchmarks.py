@@ -140,3 +140,94 @@ def test_bench_ecosystem_smoke(tmp_path):
         for field in ("s_per_generation", "single_s_per_generation", "per_model_ratio"):
             assert math.isfinite(row[field]) and row[field] > 0, field
     assert sorted({r["models"] for r in out["theory"]}) == out["sizes"]["models"]
+
+
+def _positive(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_device_check_smoke(tmp_path):
+    """``device_check.sh --smoke`` on the CPU: every section writes its JSON, with compile times
+    apart from positive, finite steady-state times; the flagship's last size does not fit its
+    budget and the section records where it stopped."""
+    out = tmp_path / "device"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", OUT=str(tmp_path / "unused"))
+    proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "device_check.sh"),
+                           "--smoke", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not (tmp_path / "unused").exists()  # the positional folder wins over $OUT
+    files = {name: json.loads((out / f"{name}.json").read_text())
+             for name in ("flagship", "profile", "curation", "theory", "device_check")}
+    for data in files.values():
+        _check_environment(data)
+        assert "load_average_1min" in data["environment"]
+
+    flagship = files["flagship"]
+    compare = flagship["compare"]
+    for method in ("sweep", "loop"):
+        for field in ("compile_s", "steady_s"):
+            assert field in compare[method] and math.isfinite(compare[method][field]), field
+        assert _positive(compare[method]["steady_s"]) and compare[method]["compile_s"] >= 0
+    assert compare["sweep"]["configs"] == compare["loop"]["configs"] == 4
+    assert _positive(compare["loop_over_sweep"]) and compare["target"] == 5.0
+    assert compare["loop_matches_sweep_max_abs_diff"] < 1e-3
+    assert [r["configs"] for r in flagship["scan"]] == [4, 8]
+    for row in flagship["scan"]:
+        assert _positive(row["steady_s"]) and _positive(row["config_generations_per_s"])
+        assert math.isfinite(row["compile_s"])
+    assert flagship["stopped"]["before_configs"] == 10**6 and not flagship["complete"]
+
+    profile = files["profile"]
+    for field in ("dispatch_s", "single_run_s", "single_run_per_generation_s",
+                  "sweep_per_config_s", "sweep_over_single_run"):
+        assert _positive(profile[field]), field
+    assert "trace_dir" in profile or "trace_error" in profile
+
+    curation = files["curation"]
+    assert curation["complete"] and [r["candidates"] for r in curation["rows"]] == [1000, 10000]
+    for row in curation["rows"]:
+        for field in ("draw_s", "draw_curate_s", "candidates_per_s", "curation_overhead"):
+            assert _positive(row[field]), field
+        assert math.isfinite(row["compile_s"]) and math.isfinite(row["draw_compile_s"])
+
+    theory = files["theory"]
+    assert theory["complete"] and {r["M"] for r in theory["rows"]} == {1000, 10000}
+    for row in theory["rows"]:
+        assert _positive(row["steady_s"]) and _positive(row["ns_per_state"])
+        assert math.isfinite(row["compile_s"]) and abs(row["sum"] - 1.0) < 1e-3
+
+    summary = files["device_check"]
+    assert {s["exit_status"] for s in summary["sections"].values()} == {"0"}
+    assert _positive(summary["loop_over_sweep"]["value"])
+    assert summary["curation"]["largest_candidates"] == 10000
+    assert summary["theory"]["largest_M"] == 10000
+
+
+def test_bench_table_smoke(tmp_path):
+    """The table at tiny sizes: the NumPy row, JAX on one core, two processes under
+    ``jax.distributed`` (the same values as one process), and the GPU row (not measured on a
+    CPU). The all-cores row runs the same code with other flags and is left out for time."""
+    out = _run("bench_table", tmp_path, "--smoke", "--rows",
+               "numpy,jax_cpu_1core,jax_cpu_2_processes,jax_gpu")
+    _check_environment(out)
+    rows = {r["name"]: r for r in out["rows"]}
+    assert list(rows) == ["numpy", "jax_cpu_1core", "jax_cpu_2_processes", "jax_gpu"]
+    for name in ("numpy", "jax_cpu_1core", "jax_cpu_2_processes"):
+        row = rows[name]
+        assert row["measured"], row
+        _check_environment(row)
+        for part in ("curate", "flagship"):
+            assert _positive(row[part]["s_per_million"]) and _positive(row[part]["steady_s"])
+            assert math.isfinite(row[part]["compile_s"]) and len(row[part]["runs_s"]) == 5
+    assert rows["jax_cpu_1core"]["flagship"]["devices"] == 1
+    mp = rows["jax_cpu_2_processes"]
+    assert mp["flagship"]["processes"] == 2 and mp["flagship"]["devices"] == 2
+    assert mp["values_equal"] is True, mp["values_checks"]
+    assert not rows["jax_gpu"]["measured"] and "cpu" in rows["jax_gpu"]["reason"]
+    assert "| JAX, CPU, 1 core |" in out["markdown"]
+
+
+def test_run_all_lists_the_table():
+    text = open(os.path.join(ROOT, "benchmarks", "run_all.sh")).read()
+    assert " table" in text or "table " in text
