@@ -14,7 +14,15 @@ K = 4, 20 generations, 10 EM steps per fit, 16 seeds x 4 real-data fractions (64
 The real data set has as many points as the kept samples (``--num-real``, default n). On a CPU the
 script exposes one XLA host device per core (``XLA_FLAGS=--xla_force_host_platform_device_count``,
 unless XLA_FLAGS already sets it), so that (a) shards its configurations over the cores; (b) runs
-on one device, (c) in one process; (a) is also timed on one device, the comparison per core.
+on one device, (c) in one process; (a) is also timed on one device. One XLA device may still run
+independent operations on a second core, so (a) is timed once more on one device with every
+thread of the process held to one core (Linux), and (c) on that same core:
+``speedup_vs_sklearn_same_cores`` compares the two.
+
+``pieces``: one configuration-generation cut into its pieces, each jitted alone and timed on that
+core (median process CPU time per call, ms): drawing the ``n * K`` candidates, their rewards, the
+curation, the refit (``EM_STEPS`` EM steps on the real and kept points), and the whole generation
+(``sc.retrain_step`` and the recorded metric).
 
 Compile time is reported apart from steady-state time ((a): the median of ``--repeats`` sweeps).
 (c) is timed on a subset of configurations (``--sklearn-configs``) and scaled to the whole scan;
@@ -25,6 +33,7 @@ its per-configuration time does not depend on the seed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import sys
@@ -41,6 +50,7 @@ import numpy as np  # noqa: E402
 
 import _common  # noqa: E402
 import selfconsume as sc  # noqa: E402
+from bench_curation import time_interleaved  # noqa: E402
 from selfconsume import data, models, rewards  # noqa: E402
 
 K, EM_STEPS, COMPONENTS, BETA = 4, 10, 8, 1.0
@@ -99,7 +109,73 @@ def bench_selfconsume(args, real, centers, reward, fractions):
     steady_b = time.perf_counter() - t0
     b = {"compile_s": max(first - steady_b / (args.seeds * len(fractions)), 0.0),
          "steady_s": steady_b, "devices": 1}
-    return a, a1, b, result
+    # (a) on one device with the process held to one core
+    with one_core():
+        a1c = timed_sweep(jax.devices()[:1])[0]
+    return a, a1, a1c, b, result
+
+
+@contextlib.contextmanager
+def one_core():
+    """Holds every thread of this process to one CPU (the first it may use) and restores the
+    process's CPUs afterwards; yields that CPU, or ``None`` where affinity cannot be set (then
+    nothing is held)."""
+    tasks = "/proc/self/task"
+    if not hasattr(os, "sched_setaffinity") or not os.path.isdir(tasks):
+        yield None
+        return
+    allowed = os.sched_getaffinity(0)
+    core = min(allowed)
+
+    def hold(cpus):
+        for tid in os.listdir(tasks):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(tid), cpus)
+
+    hold({core})
+    try:
+        yield core
+    finally:
+        hold(allowed)
+
+
+def bench_pieces(args, real, centers, reward):
+    """Median process CPU time (ms) of each piece of one configuration-generation, jitted alone
+    and timed in turn (``bench_curation.time_interleaved``: all pieces see the same load).
+
+    The generation starts from ``init`` on the real data, real fraction 0.25; the refit gets the
+    real points and the kept samples (all ``num_real + num_samples`` points, weighted).
+    """
+    n, a = args.num_samples, 0.25
+    model = models.gmm(COMPONENTS, 2, em_steps=EM_STEPS)
+    config = sc.LoopConfig(num_generations=args.generations, num_samples=n, k=K)
+    hyper = sc.Hyperparams(beta=BETA, real_fraction=a)
+    key = jax.random.key(2)
+    params = jax.jit(model.init)(jax.random.key(1), real)
+    beta, num_candidates = jnp.float32(BETA), jnp.int32(K)
+
+    draw = jax.jit(lambda k, p: model.sample(k, p, n * K))
+    score = jax.jit(lambda x: reward(x))
+    curate = jax.jit(lambda k, x, r, b, m: sc.curate(k, x, r, k=K, beta=b, num_candidates=m))
+    candidates = draw(key, params)
+    rewards_ = score(candidates)
+    kept = curate(key, candidates, rewards_, beta, num_candidates)
+    data_ = jnp.concatenate([real, kept.samples])
+    weights = jnp.concatenate([jnp.full((real.shape[0],), a / real.shape[0]),
+                               jnp.full((n,), (1 - a) / n)])
+
+    def generation(k, state, h):
+        state, info = sc.retrain_step(k, state, h, real, model=model, reward_fn=reward,
+                                      config=config)
+        return state, sc.metrics.mode_shares(info.kept.samples, centers)[0]
+
+    state = sc.retrain.init_state(params, model=model, config=config, real_data=real)
+    calls = {"draw": (draw, (key, params)), "reward": (score, (candidates,)),
+             "curation": (curate, (key, candidates, rewards_, beta, num_candidates)),
+             "fit": (jax.jit(model.fit), (key, params, data_, weights)),
+             "generation": (jax.jit(generation), (key, state, hyper))}
+    times = time_interleaved(list(calls.values()), max(args.repeats, 1) * 20)
+    return {name: 1e3 * t["cpu_s"] for name, t in zip(calls, times)}
 
 
 def curate_numpy(rng, candidates, r, k, beta):
@@ -170,10 +246,13 @@ def main() -> None:
           f"{args.seeds} seeds x {len(fractions)} fractions, {args.generations} generations, "
           f"{args.num_samples} kept samples, {args.num_real} real points, K={K}, {EM_STEPS} EM "
           f"steps; {env['num_devices']} device(s)")
-    a, a1, b, result = bench_selfconsume(args, real, centers, reward, fractions)
-    c = bench_sklearn(args, real, centers, fractions)
+    a, a1, a1c, b, result = bench_selfconsume(args, real, centers, reward, fractions)
+    with one_core() as core:
+        pieces = bench_pieces(args, real, centers, reward)
+        c = bench_sklearn(args, real, centers, fractions)
     rows = [dict(method="sc.sweep (one program)", **a),
             dict(method="sc.sweep on one device", **a1),
+            dict(method="sc.sweep on one core", **a1c),
             dict(method="loop of jitted sc.run", **b),
             dict(method="scikit-learn loop", compile_s=0.0, **c)]
     for row in rows:
@@ -182,6 +261,12 @@ def main() -> None:
                                ("steady_s", ".2f"), ("speedup_of_sweep", ".1f")]))
     work = args.seeds * len(fractions) * args.generations
     print(f"throughput of (a): {work / a['steady_s']:.0f} configuration-generations per second")
+    per_generation = {"sweep_one_core": 1e3 * a1c["steady_s"] / work,
+                      "sklearn_one_core": 1e3 * c["steady_s"] / work}
+    print(f"ms per configuration-generation on one core (CPU {core}): sc.sweep "
+          f"{per_generation['sweep_one_core']:.2f}, scikit-learn "
+          f"{per_generation['sklearn_one_core']:.2f}; pieces of one (ms CPU): " + ", ".join(
+              f"{name} {ms:.3f}" for name, ms in pieces.items()))
     final_share = result.values[:, :, -1].mean(axis=0)
     print("final share of the rewarded mode, by real fraction:",
           dict(zip(fractions, np.round(final_share, 3).tolist())))
@@ -191,6 +276,8 @@ def main() -> None:
         "speedup_vs_loop": b["steady_s"] / a["steady_s"],
         "speedup_vs_sklearn_one_device": c["steady_s"] / a1["steady_s"],
         "speedup_vs_loop_one_device": b["steady_s"] / a1["steady_s"],
+        "speedup_vs_sklearn_same_cores": c["steady_s"] / a1c["steady_s"],
+        "one_core": core, "ms_per_config_generation": per_generation, "pieces": pieces,
         "config_generations_per_s": work / a["steady_s"],
         "targets": {"speedup_vs_sklearn": 30.0, "speedup_vs_loop": 5.0},
         "final_mode0_share": dict(zip(map(str, fractions), final_share.tolist()))})

@@ -162,7 +162,10 @@ def distance(center: ArrayLike, *, scale: ArrayLike = 1.0, radius: ArrayLike = 0
 
     def reward(x: Array) -> Array:
         x = _check_points(jnp.asarray(x), center.shape[0])
-        dist = jnp.sqrt(jnp.sum((x - center[None, :]) ** 2, axis=1))
+        if center.shape[0] <= 8:  # coordinates unrolled: XLA:CPU reduces a short axis slowly
+            dist = jnp.sqrt(sum((x[:, i] - center[i]) ** 2 for i in range(center.shape[0])))
+        else:
+            dist = jnp.sqrt(jnp.sum((x - center[None, :]) ** 2, axis=1))
         return scale * -jnp.maximum(dist - radius, 0.0)
 
     return Reward("distance", dict(center=center, scale=scale, radius=radius), reward)

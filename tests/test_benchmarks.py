@@ -74,9 +74,18 @@ def test_bench_sweep_smoke(tmp_path):
     out = _run("bench_sweep", tmp_path, "--smoke")
     _check_environment(out)
     for field in ("speedup_vs_sklearn", "speedup_vs_loop", "speedup_vs_sklearn_one_device",
-                  "speedup_vs_loop_one_device", "config_generations_per_s"):
+                  "speedup_vs_loop_one_device", "config_generations_per_s",
+                  "speedup_vs_sklearn_same_cores"):
         assert math.isfinite(out[field]) and out[field] > 0, field
-    assert [r["method"] for r in out["rows"]][-1] == "scikit-learn loop"
+    assert [r["method"] for r in out["rows"]] == [
+        "sc.sweep (one program)", "sc.sweep on one device", "sc.sweep on one core",
+        "loop of jitted sc.run", "scikit-learn loop"]
+    assert set(out["pieces"]) == {"draw", "reward", "curation", "fit", "generation"}
+    assert all(_positive(ms) for ms in out["pieces"].values()), out["pieces"]
+    per = out["ms_per_config_generation"]
+    assert _positive(per["sweep_one_core"]) and _positive(per["sklearn_one_core"])
+    assert out["speedup_vs_sklearn_same_cores"] == pytest.approx(
+        per["sklearn_one_core"] / per["sweep_one_core"])
     assert _finite(out["rows"])
 
 
