@@ -22,10 +22,13 @@ seeds x the 4 real fractions for the flagship):
   returns them sorted by component). The flagship is timed on one seed x the 4 fractions (its time
   does not depend on the seed).
 * ``jax_cpu_1core``: one CPU device, XLA's intra-op threading off
-  (``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``).
+  (``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1``), and the
+  process held to one core (Linux ``sched_setaffinity``: one XLA device still runs independent
+  operations on other cores).
 * ``jax_cpu_all_cores``: one XLA host device per core, the sweep sharded over them.
 * ``jax_cpu_2_processes``: two local processes joined by ``jax.distributed.initialize`` on
-  127.0.0.1 (CPU collectives over gloo), one host device each, making the same ``sc.sweep`` call;
+  127.0.0.1 (CPU collectives over gloo), one host device each, process ``i`` held to core ``i``,
+  making the same ``sc.sweep`` call;
   its values are compared with the single-process runs (``values_equal``). Its time is, per run,
   the slower of the two processes.
 * ``jax_gpu``: the JAX sweep on the accelerator when JAX's default backend is a GPU (with
@@ -148,6 +151,13 @@ def timed_sweep(fn, num_seeds: int, grid: dict | None, repeats: int) -> tuple[di
 
 def child(args) -> None:
     """One JAX row: both sweeps on the devices of this process (or of the distributed job)."""
+    pinned = None
+    if args.child in ("jax_cpu_1core", "jax_cpu_2_processes") and hasattr(os,
+                                                                          "sched_setaffinity"):
+        # one core for the 1-core row, core i for process i: every thread JAX starts inherits it
+        cpus = sorted(os.sched_getaffinity(0))
+        pinned = cpus[(args.process_id or 0) % len(cpus)]
+        os.sched_setaffinity(0, {pinned})
     import jax
 
     t_start = time.perf_counter()
@@ -188,6 +198,7 @@ def child(args) -> None:
     flagship["config_generations"] = flagship["configs"] * args.generations
     print(_processes.MARK + json.dumps({
         "measured": True, "environment": env, "process_index": jax.process_index(),
+        "pinned_cpu": pinned,
         "backend": jax.default_backend(), "curate": curate, "flagship": flagship}), flush=True)
 
 

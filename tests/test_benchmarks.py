@@ -155,6 +155,7 @@ def _positive(value):
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_device_check_smoke(tmp_path):
     """``device_check.sh --smoke`` on the CPU: every section writes its JSON, with compile times
     apart from positive, finite steady-state times; the flagship's last size does not fit its
@@ -213,6 +214,7 @@ def test_device_check_smoke(tmp_path):
     assert summary["theory"]["largest_M"] == 10000
 
 
+@pytest.mark.slow
 def test_bench_table_smoke(tmp_path):
     """The table at tiny sizes: the NumPy row, JAX on one core, two processes under
     ``jax.distributed`` (the same values as one process), and the GPU row (not measured on a
