@@ -87,6 +87,18 @@ class Budget:
     def allows(self, predicted: float) -> bool:
         return predicted <= self.left()
 
+    def stops_before(self, payload: dict, last: dict | None, size: int, unit: str) -> bool:
+        """Whether the next size (``size`` ``unit``) is predicted not to fit; if so, records
+        where the section stopped in ``payload["stopped"]`` and says so."""
+        guess = predict(last, size)
+        if self.allows(guess):
+            return False
+        payload["stopped"] = {f"before_{unit}": size, "predicted_s": guess,
+                              "left_s": self.left()}
+        print(f"  stopped before {unit} = {size}: predicted {guess:.0f} s, {self.left():.0f} s "
+              "left", flush=True)
+        return True
+
 
 def predict(last: dict | None, size: int) -> float:
     """The time the next size needs at least (its compile, its first call and one steady call,
@@ -281,12 +293,7 @@ def section_flagship(args, budget: Budget) -> None:
                   ], sweep
     payload["scan"] = scan
     for size in s["scan"]:
-        guess = predict(last, size)
-        if not budget.allows(guess):
-            payload["stopped"] = {"before_configs": size, "predicted_s": guess,
-                                  "left_s": budget.left()}
-            print(f"  stopped before {size} configurations: predicted {guess:.0f} s, "
-                  f"{budget.left():.0f} s left", flush=True)
+        if budget.stops_before(payload, last, size, "configs"):
             break
         row, _ = timed_sweep(fn, size, args.repeats, budget)
         row["config_generations_per_s"] = row["configs"] * g / row["steady_s"]
@@ -348,12 +355,7 @@ def section_curation(args, budget: Budget) -> None:
     key = jax.random.key(2)
     last = None
     for total in s["sizes"]:
-        guess = predict(last, total)
-        if not budget.allows(guess):
-            payload["stopped"] = {"before_candidates": total, "predicted_s": guess,
-                                  "left_s": budget.left()}
-            print(f"  stopped before {total} candidates: predicted {guess:.0f} s, "
-                  f"{budget.left():.0f} s left", flush=True)
+        if budget.stops_before(payload, last, total, "candidates"):
             break
         draw = jax.jit(lambda key, total=total: model.sample(key, params, total))
         t_draw = timed(draw, key, repeats=args.repeats, budget=budget)
@@ -413,11 +415,7 @@ def section_theory(args, budget: Budget) -> None:
     beta = jnp.float32(bench_theory.BETA)
     last = None
     for m in s["sizes"]:
-        guess = predict(last, m)
-        if not budget.allows(guess):
-            payload["stopped"] = {"before_M": m, "predicted_s": guess, "left_s": budget.left()}
-            print(f"  stopped before M = {m}: predicted {guess:.0f} s, {budget.left():.0f} s "
-                  "left", flush=True)
+        if budget.stops_before(payload, last, m, "M"):
             break
         p64, r64 = bench_theory.problem(m)
         p, r = jnp.asarray(p64, jnp.float32), jnp.asarray(r64, jnp.float32)
