@@ -37,7 +37,6 @@ standard deviation of the GMM's change.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -443,8 +442,7 @@ def main(argv=None) -> int:
                                     for r in checks]},
         "wall_seconds": time.perf_counter() - t_start,
     }
-    atomic_write(os.path.join(args.out, "summary.json"),
-                 lambda f: json.dump(summary, f, indent=2, default=float), binary=False)
+    _cli.write_summary(args.out, summary)
     print(f"E_T[r] - E_0[r] after T = {sizes['generations']} generations (exact K = "
           f"{sizes['k_gmm']} | GMM seed mean +- seed std)")
     k_gmm = sizes["k_gmm"]
@@ -461,11 +459,7 @@ def main(argv=None) -> int:
           f"mean on the grid) = " + ", ".join(
               f"{b:.3f} (a={a})" for a, b in summary["gmm"]["boundary_interpolated"].items())
           + f"; max |GMM - exact| = {summary['gmm']['max_abs_dev_from_exact']:.3f}")
-    for c in claims:
-        print(f"claim {'holds' if c['holds'] else 'FAILS'}: {c['description']} "
-              f"[{c['value']}]")
-    print(f"wall {summary['wall_seconds']:.1f} s")
-    return 0 if all(c["holds"] for c in claims) else 1
+    return _cli.report(claims, after=f"wall {summary['wall_seconds']:.1f} s")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,6 @@ minute on 2 cores).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -440,8 +439,7 @@ def main(argv=None) -> int:
             nm: {f: {**v, "slack": None if math.isnan(v["slack"]) else v["slack"]}
                  for f, v in c.items()} for nm, c in checks.items()},
     }
-    atomic_write(os.path.join(args.out, "summary.json"),
-                 lambda f: json.dump(summary, f, indent=2), binary=False)
+    _cli.write_summary(args.out, summary)
     figure(os.path.join(args.out, "curator_zoo.png"), ex, lp, sizes, sigma)
 
     print(f"thurstone sigma matched to luce(1)'s one-step gain {luce_gain:.3f}: {sigma:.4f}")
@@ -460,10 +458,7 @@ def main(argv=None) -> int:
         f"{nm} {min(summary['cell_entropy_gap_loop_minus_exact'][nm][1:]):+.3f}.."
         f"{max(summary['cell_entropy_gap_loop_minus_exact'][nm][1:]):+.3f}" for nm in NAMES))
     print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    for c in claims:
-        print(f"claim {'holds' if c['holds'] else 'FAILS'}: {c['description']} "
-              f"({c['value']:.4g})")
-    return 0 if all(c["holds"] for c in claims) else 1
+    return _cli.report(claims, show=lambda c: f"({c['value']:.4g})")
 
 
 if __name__ == "__main__":

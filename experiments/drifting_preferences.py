@@ -64,7 +64,6 @@ generation, for both statistics (E_t[r] and max_x p_t(x)) and both points.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -515,8 +514,7 @@ def main(argv=None) -> int:
         "wall_seconds": time.perf_counter() - t_start,
         "cpu_seconds": time.process_time() - c_start,
     }
-    atomic_write(os.path.join(args.out, "summary.json"),
-                 lambda f: json.dump(summary, f, indent=2, default=float), binary=False)
+    _cli.write_summary(args.out, summary)
 
     print(f"\n1-D support: E_T[r] / entropy / top mass after T = {sizes['generations']} "
           f"(E_0 = {e0:.3f})")
@@ -542,10 +540,8 @@ def main(argv=None) -> int:
               f"{np.max(np.abs(check['reward']['z'][j, 1:])):.2f}, max_x p_t(x) "
               f"{np.max(np.abs(check['pmax']['z'][j, 1:])):.2f}; seeds ending on the exact "
               f"favourite x = {check['targets'][j]}: {check['same_winner'][j]:.2f}")
-    for c in claims:
-        print(f"claim {'holds' if c['holds'] else 'FAILS'}: {c['description']} [{c['value']}]")
-    print(f"wall {summary['wall_seconds']:.1f} s, CPU {summary['cpu_seconds']:.1f} s")
-    return 0 if all(c["holds"] for c in claims) else 1
+    return _cli.report(claims, after=f"wall {summary['wall_seconds']:.1f} s, "
+                                     f"CPU {summary['cpu_seconds']:.1f} s")
 
 
 if __name__ == "__main__":

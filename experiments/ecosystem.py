@@ -53,7 +53,6 @@ one's by at most max(4 SE, GMM_TOL); every fit stays finite.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -523,8 +522,7 @@ def main(argv=None) -> int:
         "wall_seconds": time.perf_counter() - t_start,
         "cpu_seconds": time.process_time() - c_start,
     }
-    atomic_write(os.path.join(args.out, "summary.json"),
-                 lambda f: json.dump(summary, f, indent=2, default=float), binary=False)
+    _cli.write_summary(args.out, summary)
 
     print(f"\nexact mode-0 share at T = {sizes['generations']} [curated, uncurated] "
           f"(fixed point for a > 0)")
@@ -551,10 +549,8 @@ def main(argv=None) -> int:
             e = ex["share"][ic[jc], fractions.index(a), t_gmm]
             print(f"c={c:4.2f} a={a:3.1f}: " + " ".join(f"{v:.3f}" for v in m) + " | "
                   + " ".join(f"{v:.3f}" for v in e))
-    for c in claims:
-        print(f"claim {'holds' if c['holds'] else 'FAILS'}: {c['description']} [{c['value']}]")
-    print(f"wall {summary['wall_seconds']:.1f} s, CPU {summary['cpu_seconds']:.1f} s")
-    return 0 if all(c["holds"] for c in claims) else 1
+    return _cli.report(claims, after=f"wall {summary['wall_seconds']:.1f} s, "
+                                     f"CPU {summary['cpu_seconds']:.1f} s")
 
 
 if __name__ == "__main__":

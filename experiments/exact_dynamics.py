@@ -14,11 +14,11 @@ is within a stated total variation of the limit.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 
+import _cli  # experiments/_cli.py, beside this script
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -123,16 +123,13 @@ def main(argv=None) -> int:
     claims.insert(0, {"description": "every theorem check holds in every setting",
                       "value": len(table), "holds": checks_hold})
     summary = {"grid": grid, "generations": generations, "checks": table, "claims": claims}
-    atomic_write(os.path.join(args.out, "summary.json"),
-                  lambda f: json.dump(summary, f, indent=2), binary=False)
+    _cli.write_summary(args.out, summary)
     print(f"{'support':<12}{'K':>5}{'a':>6}  all checks hold  min slack")
     for row in table:
         ok = all(v for v in row.values() if isinstance(v, bool))
         print(f"{row['support']:<12}{row['k']:>5}{row['real_fraction']:>6}  {ok!s:<15}  "
               f"{row['min_slack']:+.1e}")
-    for c in claims:
-        print(f"claim {'holds' if c['holds'] else 'FAILS'}: {c['description']} ({c['value']:.3g})")
-    return 0 if all(c["holds"] for c in claims) else 1
+    return _cli.report(claims, show=lambda c: f"({c['value']:.3g})")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ with a > 0, exactly for the population dynamics and for every seed of the GMM lo
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -203,8 +202,7 @@ def main(argv=None) -> int:
                            "compile_s": loop.metadata["compile_seconds"],
                            "run_s": loop.metadata["run_seconds"]}
                        for a, loop in loops.items()}}
-    atomic_write(os.path.join(args.out, "summary.json"),
-                  lambda f: json.dump(summary, f, indent=2), binary=False)
+    _cli.write_summary(args.out, summary)
     for axis, cols in (("k", [str(k) for k in sizes["ks"]] + ["inf"]),
                        ("beta", [f"{b:g}" for b in sizes["betas"]])):
         print(f"final E[r] and KL, real_fraction x {axis} (exact | GMM seed mean)")
@@ -216,10 +214,7 @@ def main(argv=None) -> int:
             exact = " ".join(f"{pop[axis][1][i, j]:8.3f}" for j in range(len(cols)))
             gmm = " ".join(f"{v:8.3f}" for v in loops[axis].values["kl"].mean(0)[i])
             print(f"{'':>6} KL   {exact} | {gmm}")
-    for c in claims:
-        print(f"claim {'holds' if c['holds'] else 'FAILS'}: {c['description']} "
-              f"(min slack {c['min_slack']:.3g})")
-    return 0 if all(c["holds"] for c in claims) else 1
+    return _cli.report(claims, show=lambda c: f"(min slack {c['min_slack']:.3g})")
 
 
 if __name__ == "__main__":

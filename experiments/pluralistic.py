@@ -39,7 +39,6 @@ of the basin-1 share is within TOL_GMM + 3 standard errors of the exact mass eve
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import sys
@@ -351,8 +350,7 @@ def main(argv=None) -> int:
         "exact_seconds": t_exact, "exact_cpu_seconds": c_exact,
         "wall_seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
     }
-    atomic_write(os.path.join(args.out, "summary.json"),
-                 lambda f: json.dump(summary, f, indent=2), binary=False)
+    _cli.write_summary(args.out, summary)
     print(f"{p0.shape[0]} states; exact {t_exact:.0f} s ({c_exact:.0f} CPU-s), total "
           f"{summary['wall_seconds']:.0f} s ({summary['cpu_seconds']:.0f} CPU-s)")
     print("limit basin-1 mass (exact) | hard-separation map")
@@ -370,9 +368,7 @@ def main(argv=None) -> int:
             f"{label(k)} {pop[k][0][i, t, 0]:.3f} | "
             f"{summary['gmm'][label(k)]['basin1_mean'][j]:.3f} "
             f"({summary['gmm'][label(k)]['basin1_sd'][j]:.3f})" for k in sizes["gmm_ks"]))
-    for c in claims:
-        print(f"claim {'holds' if c['holds'] else 'FAILS'}: {c['description']} ({c['value']:.3g})")
-    return 0 if all(c["holds"] for c in claims) else 1
+    return _cli.report(claims, show=lambda c: f"({c['value']:.3g})")
 
 
 if __name__ == "__main__":

@@ -63,7 +63,6 @@ standard errors; and every fit stays finite.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -431,8 +430,7 @@ def main(argv=None) -> int:
         "timing": timing, "wall_seconds": time.perf_counter() - t0,
         "cpu_seconds": time.process_time() - c0,
     }
-    atomic_write(os.path.join(args.out, "summary.json"),
-                 lambda f: json.dump(summary, f, indent=2), binary=False)
+    _cli.write_summary(args.out, summary)
     T = sizes["generations"]
     print(f"generation-0 linear proxy w_0 = {w0.mean(0).round(2).tolist()} (seed sd "
           f"{w0.std(0, ddof=1).round(2).tolist()})")
@@ -449,10 +447,8 @@ def main(argv=None) -> int:
           f"generation t; seeds rho_T: the range over seeds; x1_T: the candidates' mean x_1; "
           f"acc_T: held-out accuracy on the judge's pairs; u0 gain: the generation-0 proxy's gain "
           f"from t = 0 to T in units of its spread at t = 0, where it has one scale)")
-    for c in claims:
-        print(f"claim {'holds' if c['holds'] else 'FAILS'}: {c['description']} ({c['value']})")
-    print(f"wall {summary['wall_seconds']:.0f} s ({summary['cpu_seconds']:.0f} CPU-s)")
-    return 0 if all(c["holds"] for c in claims) else 1
+    return _cli.report(claims, show=lambda c: f"({c['value']})", after=(
+        f"wall {summary['wall_seconds']:.0f} s ({summary['cpu_seconds']:.0f} CPU-s)"))
 
 
 if __name__ == "__main__":

@@ -631,8 +631,7 @@ def main(argv=None) -> int:
         "wall_seconds": time.perf_counter() - t_start,
         "cpu_seconds": time.process_time() - c_start,
     }
-    atomic_write(os.path.join(args.out, "summary.json"),
-                 lambda f: json.dump(summary, f, indent=2, default=float), binary=False)
+    _cli.write_summary(args.out, summary)
 
     T = sizes["generations"]
     print(f"\nexact ({p0.shape[0]} states, E_0 = {summary['E0']:.3f}): E_T[r] after T = {T} "
@@ -664,10 +663,8 @@ def main(argv=None) -> int:
     for i, n in enumerate(ns):
         print(f"{n:6d} " + " ".join(f"{max_z[i, j]:12.2f}" for j in range(len(SS_EPS))))
     print("N*: " + json.dumps(n_star))
-    for c in claims:
-        print(f"claim {'holds' if c['holds'] else 'FAILS'}: {c['description']} [{c['value']}]")
-    print(f"wall {summary['wall_seconds']:.1f} s, CPU {summary['cpu_seconds']:.1f} s")
-    return 0 if all(c["holds"] for c in claims) else 1
+    return _cli.report(claims, after=f"wall {summary['wall_seconds']:.1f} s, "
+                                     f"CPU {summary['cpu_seconds']:.1f} s")
 
 
 if __name__ == "__main__":
