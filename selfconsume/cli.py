@@ -97,7 +97,7 @@ def _use_devices(count: int | None) -> None:
         pass
 
 
-def _processes(args) -> str | None:
+def _join_processes(args) -> str | None:
     """Joins ``jax.distributed`` when asked (before any JAX backend starts); returns an error
     message for a bad combination of options, else None."""
     given = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
@@ -109,12 +109,13 @@ def _processes(args) -> str | None:
         if missing:
             return (f"`{missing[0]}` is needed with --coordinator, --num-processes and "
                     f"--process-id (give all three, or --distributed to detect them)")
-    if args.num_processes is not None and args.num_processes < 1:
-        return f"`--num-processes` must be an integer >= 1; got {args.num_processes}"
-    if args.process_id is not None and not (
-            0 <= args.process_id < (args.num_processes or args.process_id + 1)):
-        return (f"`--process-id` must be in 0..{(args.num_processes or 1) - 1} "
-                f"(--num-processes {args.num_processes}); got {args.process_id}")
+    n = args.num_processes
+    if n is not None and n < 1:
+        return f"`--num-processes` must be an integer >= 1; got {n}"
+    if args.process_id is not None and (args.process_id < 0 or (n is not None and
+                                                                args.process_id >= n)):
+        allowed = ">= 0" if n is None else f"in 0..{n - 1} (--num-processes {n})"
+        return f"`--process-id` must be {allowed}; got {args.process_id}"
     if args.coordinator is not None:
         host, _, port = args.coordinator.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -127,8 +128,8 @@ def _processes(args) -> str | None:
     if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:  # CPU devices talk through gloo
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
-        jax.distributed.initialize(coordinator_address=args.coordinator,
-                                   num_processes=args.num_processes, process_id=args.process_id)
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=n,
+                                   process_id=args.process_id)
     except (RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return f"could not join the processes (jax.distributed.initialize): {first}"
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("demo", "run", "resume"):
         _use_devices(getattr(args, "devices", None))
-        error = _processes(args)
+        error = _join_processes(args)
         if error is not None:
             return _fail(error)
     from selfconsume import study  # heavy imports after argument parsing
